@@ -1,0 +1,1 @@
+"""Runner protocol v1: generated code (scripts/gen_proto.sh) and the constants that go with it."""

@@ -1,0 +1,66 @@
+"""Backend registry: names -> backend classes, resolved lazily so that a missing library never breaks an import.
+
+Built-in backends are listed here by module path. Third-party backends join through the `speedster_run.backends`
+entry-point group, or (for tests and experiments) the SPEEDSTER_RUN_BACKENDS variable: "name=module:Class,...".
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from importlib import metadata
+
+from runners.backends.base import Backend
+
+ENTRY_POINT_GROUP = "speedster_run.backends"
+ENV_VARIABLE = "SPEEDSTER_RUN_BACKENDS"
+
+BUILTIN: dict[str, str] = {
+    "onnxruntime": "runners.backends.onnxruntime:OnnxRuntimeBackend",
+    "openvino": "runners.backends.openvino:OpenVinoBackend",
+    "torch": "runners.backends.torch:TorchBackend",
+}
+
+
+class RegistryError(Exception):
+    """An unknown backend name, or two backends claiming one name."""
+
+
+def _extra_from_env() -> dict[str, str]:
+    extra: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in os.environ.get(ENV_VARIABLE, "").split(","))):
+        name, sep, target = item.partition("=")
+        if not sep or ":" not in target:
+            raise RegistryError(f"{ENV_VARIABLE}: expected name=module:Class, got {item!r}")
+        extra[name.strip()] = target.strip()
+    return extra
+
+
+def backend_targets() -> dict[str, str]:
+    """Every registered backend name -> "module:Class", refusing duplicates."""
+    targets = dict(BUILTIN)
+    sources = [(ep.name, ep.value) for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)]
+    sources += list(_extra_from_env().items())
+    for name, target in sources:
+        if name in targets and targets[name] != target:
+            raise RegistryError(f"backend {name!r} is registered twice: {targets[name]} and {target}")
+        targets[name] = target
+    return targets
+
+
+def names() -> list[str]:
+    """Registered backend names, built-ins first."""
+    return list(backend_targets())
+
+
+def load_backend(name: str) -> Backend:
+    """Instantiates a backend by name. Importing a backend module must not import its library (see base.py)."""
+    targets = backend_targets()
+    if name not in targets:
+        raise RegistryError(f"unknown backend {name!r}; registered: {', '.join(targets)}")
+    module_name, _, class_name = targets[name].partition(":")
+    backend_class = getattr(importlib.import_module(module_name), class_name)
+    backend = backend_class()
+    if backend.name != name:
+        raise RegistryError(f"{targets[name]} declares name {backend.name!r}, registered as {name!r}")
+    return backend
