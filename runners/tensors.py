@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import ml_dtypes
 import numpy as np
 
@@ -89,7 +91,8 @@ def from_proto(tensor: pb.Tensor) -> np.ndarray:
     shape = tuple(int(d) for d in tensor.shape)
     if any(d < 0 for d in shape):
         raise TensorFormatError(f"tensor {tensor.name!r}: negative dimension in shape {list(shape)}")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Python integers: np.prod in int64 wraps on huge shapes and could make a bogus shape look consistent.
+    expected = math.prod(shape) * dtype.itemsize
     if len(tensor.data) != expected:
         raise TensorFormatError(
             f"tensor {tensor.name!r}: {len(tensor.data)} bytes, expected {expected} for "

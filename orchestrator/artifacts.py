@@ -1,0 +1,77 @@
+"""--save DIR: the winner's compiled artifact plus manifest.json, plain data that nothing executes on load."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from orchestrator.errors import UserError
+from orchestrator.pool import CallFailure
+from orchestrator.report import RunReport
+from runners.files import safe_relative
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+def check_save_dir(path: Path) -> None:
+    """Refuses, before the run starts, a target that would overwrite the user's files."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UserError(f"--save {path}: exists and is not an empty directory; choose a new directory")
+
+
+def save_winner(run, report: RunReport) -> Path:
+    """Asks the winner's runner to save its artifact, streams the files into --save DIR and writes the manifest."""
+    config = run.config
+    slot = next(s for s in run.slots if s.result.name == report.winner)
+    runner = run.runner
+    if not runner.ensure_loaded(slot):
+        raise CallFailure("runtime", f"could not reload {slot.result.name} to save it")
+    answer = runner.pool.call(slot.candidate.backend, lambda c: c.save_artifact(slot.model_id, config.timeout_s))
+    if answer.HasField("failure") and answer.failure.category:
+        raise CallFailure("runtime", f"saving {slot.result.name} failed: {answer.failure.message}")
+    target = config.save_dir
+    target.mkdir(parents=True, exist_ok=True)
+    digests: dict[str, hashlib._Hash] = {}
+    handles = {}
+    try:
+        chunks = runner.pool.call(slot.candidate.backend,
+                                  lambda c: list(c.fetch_artifact(slot.model_id, config.timeout_s)))
+        for chunk in chunks:
+            name = chunk.file_name
+            if name not in handles:
+                path = target / safe_relative(name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                handles[name] = open(path, "wb")
+                digests[name] = hashlib.sha256()
+            handles[name].write(chunk.data)
+            digests[name].update(chunk.data)
+    finally:
+        for handle in handles.values():
+            handle.close()
+    manifest = answer.manifest
+    result = slot.result
+    data = {
+        "manifest_version": MANIFEST_VERSION,
+        "backend": manifest.backend,
+        "format": manifest.format,
+        "file_name": manifest.file_name,
+        "precision": manifest.precision,
+        "variant": manifest.variant,
+        "options": dict(manifest.options),
+        "files": {name: digest.hexdigest() for name, digest in digests.items()},
+        "device": slot.candidate.device,
+        "threads": config.effective_threads,
+        "inputs": [vars(i) for i in run.source.inputs],
+        "outputs": [vars(o) for o in run.source.outputs],
+        "source": {"path": str(run.source.path), "sha256": run.source.sha256, "format": run.source.format},
+        "backend_versions": result.versions,
+        "measured": {
+            "median_ms": result.stats.median_ms if result.stats else None,
+            "speedup": result.speedup,
+            "drop": result.comparison.drop if result.comparison else None,
+        },
+    }
+    (target / MANIFEST).write_text(json.dumps(data, indent=1, default=str) + "\n")
+    return target

@@ -1,0 +1,179 @@
+"""One candidate's lifecycle on its runner: load (compile), check outputs, benchmark a round, save, unload."""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+
+import numpy as np
+
+from orchestrator.compare import compare, tolerance_for
+from orchestrator.config import RunConfig
+from orchestrator.planner import Candidate
+from orchestrator.pool import CallFailure, RunnerPool
+from orchestrator.report import CandidateResult
+from runners import tensors
+from runners.errors import CATEGORY_NAMES
+from speedster_run.runner.v1 import runner_pb2 as pb
+
+
+@dataclasses.dataclass
+class Slot:
+    """A candidate, its report row, and where it is loaded (model id in which runner generation)."""
+
+    candidate: Candidate
+    result: CandidateResult
+    model_id: str = ""
+    generation: int = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.result.failure is None
+
+
+def new_slot(candidate: Candidate) -> Slot:
+    result = CandidateResult(
+        name=candidate.name, backend=candidate.backend, precision=candidate.precision, variant=candidate.variant,
+        format=candidate.format, device=candidate.device, is_original=candidate.is_original,
+    )
+    return Slot(candidate, result)
+
+
+def reproduce_command(config: RunConfig, candidate: Candidate) -> str:
+    """The CLI command that runs just this candidate's backend and precision again."""
+    words = ["speedster-run", "--model", str(config.model), "--device", config.device,
+             "--backends", candidate.backend, "--precision", candidate.precision,
+             "--threads", str(config.effective_threads), "--timeout", f"{config.timeout_s:g}"]
+    for name, (dims, dtype) in config.input_shapes.items():
+        words += ["--input-shape", f"{name}={'x'.join(map(str, dims))}" + (f":{dtype}" if dtype else "")]
+    for path in config.input_files:
+        words += ["--inputs", str(path)]
+    if config.metric_drop_ths is not None:
+        words += ["--metric-drop-ths", f"{config.metric_drop_ths:g}"]
+    return shlex.join(words)
+
+
+class CandidateRunner:
+    """Drives candidates through a RunnerPool; every failure lands in the candidate's report row."""
+
+    def __init__(self, config: RunConfig, pool: RunnerPool, sources: dict[str, pb.ModelSource],
+                 samples: list[dict[str, np.ndarray]]):
+        self.config = config
+        self.pool = pool
+        self.sources = sources  # model format -> where runners find it
+        self.samples = samples
+        self.calibration = [tensors.set_to_proto(s) for s in samples]
+
+    def _fail(self, slot: Slot, error: CallFailure, stage: str) -> None:
+        slot.result.fail(error.category, error.message, stage, runner_log=error.runner_log,
+                         reproduce=reproduce_command(self.config, slot.candidate))
+
+    def _fail_in_band(self, slot: Slot, failure: pb.Failure, stage: str) -> None:
+        slot.result.fail(CATEGORY_NAMES.get(failure.category, "runtime"), failure.message, stage,
+                         detail=failure.detail, reproduce=reproduce_command(self.config, slot.candidate))
+
+    def load(self, slot: Slot, device: str | None = None) -> bool:
+        """Compiles the candidate (on `device` when given, for the CPU reference run); False when it failed."""
+        candidate = slot.candidate
+        request = pb.LoadRequest(
+            model=self.sources[candidate.format], device=device or candidate.device,
+            precision=candidate.precision, variant=candidate.variant, threads=self.config.effective_threads,
+            # Only quantisation needs the sample inputs: other loads stay small messages.
+            calibration=self.calibration if candidate.precision == "int8" else [],
+        )
+        try:
+            generation = self.pool.generation(candidate.backend)
+            answer = self.pool.call(candidate.backend, lambda c: c.load(request, self.config.timeout_s))
+        except CallFailure as error:
+            self._fail(slot, error, "load")
+            return False
+        if answer.HasField("failure") and answer.failure.category:
+            self._fail_in_band(slot, answer.failure, "load")
+            return False
+        slot.model_id, slot.generation = answer.model_id, generation
+        result = slot.result
+        if result.compile_s is None:
+            result.compile_s = answer.compile_s
+        result.details = dict(answer.details)
+        result.runner = self.pool.runner_description(candidate.backend)
+        result.peak_rss_mb = answer.peak_rss_bytes / 2**20
+        return True
+
+    def ensure_loaded(self, slot: Slot) -> bool:
+        """Reloads a candidate whose runner was replaced after another candidate crashed it."""
+        if slot.model_id and slot.generation == self.pool.generation(slot.candidate.backend):
+            return True
+        slot.result.notes.append("reloaded: its runner was restarted after another candidate failed")
+        return self.load(slot)
+
+    def outputs(self, slot: Slot) -> list[dict[str, np.ndarray]] | None:
+        """Runs every sample; None (and a failed row) when a run fails."""
+        results = []
+        for sample in self.samples:
+            try:
+                answer = self.pool.call(slot.candidate.backend,
+                                        lambda c: c.infer(slot.model_id, sample, self.config.timeout_s))
+            except CallFailure as error:
+                self._fail(slot, error, "check")
+                return None
+            if answer.HasField("failure") and answer.failure.category:
+                self._fail_in_band(slot, answer.failure, "check")
+                return None
+            if answer.first_inference:
+                slot.result.first_inference_s = answer.latency_ns / 1e9
+            results.append(tensors.set_from_proto(answer.outputs))
+        return results
+
+    def check(self, slot: Slot, references: list[dict[str, np.ndarray]]) -> bool:
+        """Compares the candidate's outputs with the references; a drop past tolerance is an accuracy failure."""
+        outputs = self.outputs(slot)
+        if outputs is None:
+            return False
+        comparison = compare(references, outputs, tolerance_for(slot.candidate.precision, self.config.metric_drop_ths))
+        slot.result.comparison = comparison
+        if not comparison.passed:
+            slot.result.fail("accuracy", comparison.problem, "check",
+                             reproduce=reproduce_command(self.config, slot.candidate))
+        return comparison.passed
+
+    def benchmark_round(self, slot: Slot, round_budget_s: float, round_iterations: int | None) -> bool:
+        """One interleaved round of measurement; the raw samples are appended to the candidate's row."""
+        if not self.ensure_loaded(slot):
+            return False
+        timing = self.config.timing
+        request = pb.BenchmarkRequest(
+            model_id=slot.model_id,
+            inputs=tensors.set_to_proto(self.samples[0]),
+            warmup_iterations=timing.warmup_iterations,
+            min_iterations=round_iterations or timing.window_iterations,
+            max_iterations=round_iterations or 100_000,
+            max_time_s=round_budget_s if round_iterations is None else 1e9,
+            window_iterations=min(timing.window_iterations, round_iterations or timing.window_iterations),
+            stability_pct=timing.stability_pct,
+            stable_windows=timing.stable_windows,
+        )
+        deadline_s = (round_budget_s if round_iterations is None else 0.0) + self.config.timeout_s
+        try:
+            answer = self.pool.call(slot.candidate.backend, lambda c: c.benchmark(request, deadline_s))
+        except CallFailure as error:
+            self._fail(slot, error, "benchmark")
+            return False
+        if answer.HasField("failure") and answer.failure.category:
+            self._fail_in_band(slot, answer.failure, "benchmark")
+            return False
+        slot.result.latencies_ns.append(list(answer.latencies_ns))
+        slot.result.stable_rounds += int(answer.stable)
+        if answer.first_inference_s and slot.result.first_inference_s is None:
+            slot.result.first_inference_s = answer.first_inference_s
+        slot.result.peak_rss_mb = max(slot.result.peak_rss_mb or 0.0, answer.peak_rss_bytes / 2**20)
+        return True
+
+    def unload(self, slot: Slot) -> None:
+        """Frees the candidate's memory in its runner; a runner that is gone has nothing to free."""
+        if not slot.model_id or not self.pool.is_current(slot.candidate.backend, slot.generation):
+            return
+        try:
+            self.pool.call(slot.candidate.backend, lambda c: c.unload(slot.model_id))
+        except CallFailure:
+            pass
+        slot.model_id = ""

@@ -1,0 +1,169 @@
+"""speedster-run: find the fastest way to run a model on a device, with every backend in its own runner.
+
+    speedster-run --model model.onnx --device cpu [options]
+    speedster-run backends                      (what each backend offers on this machine)
+    speedster-run example-model NAME OUTPUT     (a ResNet-style model with random weights, saved as a torch artifact)
+
+Exit status: 0 with a winner, 1 when no candidate qualified, 2 for a user error, 3 for an internal error (a bug),
+130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from orchestrator.config import PRECISIONS, RunConfig, TimingConfig, parse_device
+from orchestrator.errors import UserError
+
+EXIT_WINNER, EXIT_NO_WINNER, EXIT_USER_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def _precisions(text: str) -> tuple[str, ...]:
+    values = _names(text)
+    bad = [v for v in values if v not in PRECISIONS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown precision {', '.join(bad)}; use {', '.join(PRECISIONS)}")
+    return values
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} must be greater than zero")
+        return value
+
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other user error."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see speedster-run --help)")
+
+
+def run_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="speedster-run", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--model", required=True, type=Path, help="an .onnx file, a TorchScript file or a torch.export .pt2")
+    p.add_argument("--device", default="cpu", help="cpu, cuda[:N] or gpu[:N] (default: cpu)")
+    p.add_argument("--backends", type=_names, default=None, help="comma-separated backends to try (default: all)")
+    p.add_argument("--ignore-backends", type=_names, default=(), help="comma-separated backends to skip")
+    p.add_argument("--precision", type=_precisions, default=None,
+                   help="comma-separated precisions to try (default: fp32, plus fp16/bf16/int8 with --metric-drop-ths)")
+    p.add_argument("--metric-drop-ths", type=float, default=None,
+                   help="largest accepted drop (mean |diff| / mean |reference|); allows fp16/bf16/int8 candidates")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x3x224x224[:dtype]",
+                   help="concrete shape (and dtype) of an input with symbolic dimensions; repeatable")
+    p.add_argument("--inputs", action="append", type=Path, default=[], metavar="FILE.npz",
+                   help="one input set per .npz (arrays named as the model's inputs); repeatable")
+    p.add_argument("--samples", type=_positive(int), default=8, help="random input sets when no --inputs (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.add_argument("--threads", type=int, default=0, help="threads per model (default: every usable core)")
+    p.add_argument("--warmup", type=int, default=5, help="warm-up iterations per benchmark round (default 5)")
+    p.add_argument("--iterations", type=_positive(int), default=None,
+                   help="timed iterations per candidate, instead of the time budget")
+    p.add_argument("--time-budget", type=_positive(float), default=3.0,
+                   help="seconds of timed runs per candidate, over all rounds (default 3)")
+    p.add_argument("--rounds", type=_positive(int), default=3,
+                   help="interleaved benchmark rounds: each candidate measures once per round (default 3)")
+    p.add_argument("--timeout", type=_positive(float), default=600.0,
+                   help="deadline of one runner call (a compile, an inference), in seconds (default 600)")
+    p.add_argument("--report", type=Path, default=None, metavar="report.json", help="write the full report here")
+    p.add_argument("--save", type=Path, default=None, metavar="DIR", help="write the winner's artifact and manifest")
+    return p
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    from orchestrator.inputs import parse_shape_override
+
+    try:
+        device = parse_device(args.device)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if args.threads < 0:
+        raise UserError("--threads must be 0 (every core) or more")
+    if args.save is not None:
+        from orchestrator.artifacts import check_save_dir
+
+        check_save_dir(args.save)
+    return RunConfig(
+        model=args.model, device=device, backends=args.backends, ignore_backends=args.ignore_backends,
+        precisions=args.precision, metric_drop_ths=args.metric_drop_ths,
+        input_shapes=dict(parse_shape_override(text) for text in args.input_shape),
+        input_files=tuple(args.inputs), samples=args.samples, seed=args.seed, threads=args.threads,
+        timing=TimingConfig(warmup_iterations=args.warmup, iterations=args.iterations,
+                            time_budget_s=args.time_budget, rounds=args.rounds),
+        timeout_s=args.timeout, report_path=args.report, save_dir=args.save,
+    )
+
+
+class Progress:
+    """One line per step on stderr, with the time since the start."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        print(f"[{time.perf_counter() - self.started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def optimize_command(argv: list[str]) -> int:
+    from orchestrator.report import table
+    from orchestrator.run import optimize
+
+    args = run_parser().parse_args(argv)
+    config = build_config(args)
+    report = optimize(config, progress=Progress())
+    print()
+    print(table(report))
+    print()
+    print(report.verdict)
+    if config.report_path is not None:
+        report.write_json(config.report_path)
+        print(f"Report: {config.report_path}")
+    if config.save_dir is not None and report.winner is not None:
+        print(f"Saved: {config.save_dir} (load it with orchestrator.loader.load_saved)")
+    return EXIT_WINNER if report.winner is not None else EXIT_NO_WINNER
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv[:1] == ["backends"]:
+            from orchestrator.backends_command import backends_command
+
+            code = backends_command(argv[1:])
+        elif argv[:1] == ["example-model"]:
+            from orchestrator.zoo import main as zoo_main
+
+            code = zoo_main(argv[1:])
+        else:
+            code = optimize_command(argv)
+    except UserError as error:
+        print(f"speedster-run: error: {error}", file=sys.stderr)
+        code = EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("speedster-run: interrupted; runners stopped", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    except SystemExit as exit_:  # argparse: --help (0) and usage errors (2)
+        code = exit_.code if isinstance(exit_.code, int) else EXIT_USER_ERROR
+    except Exception as error:
+        where = traceback.extract_tb(error.__traceback__)[-1]
+        print(f"speedster-run: internal error (a bug, please report it): {type(error).__name__}: {error} "
+              f"at {where.filename}:{where.lineno}", file=sys.stderr)
+        code = EXIT_INTERNAL
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

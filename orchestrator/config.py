@@ -1,0 +1,64 @@
+"""The frozen configuration of one run, built once by the CLI (or the Python API) and passed down explicitly."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from orchestrator.model_source import ShapeOverrides
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+DEVICE_KINDS = ("cpu", "cuda", "gpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class TimingConfig:
+    """How each candidate is measured: `rounds` interleaved rounds, each with this share of the budget."""
+
+    warmup_iterations: int = 5
+    iterations: int | None = None  # a fixed count per candidate instead of the time budget
+    time_budget_s: float = 3.0  # per candidate, over all rounds
+    rounds: int = 3
+    window_iterations: int = 10
+    stability_pct: float = 5.0
+    stable_windows: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    model: Path
+    device: str = "cpu"
+    backends: tuple[str, ...] | None = None  # None: every registered backend
+    ignore_backends: tuple[str, ...] = ()
+    precisions: tuple[str, ...] | None = None  # None: fp32, plus fp16/bf16/int8 when metric_drop_ths is set
+    metric_drop_ths: float | None = None
+    input_shapes: ShapeOverrides = dataclasses.field(default_factory=dict)
+    input_files: tuple[Path, ...] = ()
+    samples: int = 8  # random input sets: calibration and accuracy check
+    seed: int = 0
+    threads: int = 0  # 0: every core this process may use
+    timing: TimingConfig = TimingConfig()
+    timeout_s: float = 600.0  # deadline of one compile; other calls get deadlines derived from the timing
+    report_path: Path | None = None
+    save_dir: Path | None = None
+    sandbox: str = "local"
+
+    @property
+    def effective_threads(self) -> int:
+        return self.threads or len(os.sched_getaffinity(0))
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        return {key: (str(value) if isinstance(value, Path) else value) for key, value in data.items()} | {
+            "input_files": [str(p) for p in self.input_files],
+            "effective_threads": self.effective_threads,
+        }
+
+
+def parse_device(text: str) -> str:
+    """"cpu", "cuda", "cuda:1", "gpu", "gpu:0" -> canonical form ("cuda:0" for a bare "cuda"); ValueError if bad."""
+    kind, sep, index = text.strip().lower().partition(":")
+    if kind not in DEVICE_KINDS or (sep and not index.isdigit()) or (kind == "cpu" and sep):
+        raise ValueError(f"unknown device {text!r}; use cpu, cuda[:N] or gpu[:N]")
+    return kind if kind == "cpu" else f"{kind}:{int(index or 0)}"

@@ -1,0 +1,89 @@
+"""Candidate planning: backend x precision x variant for the device, from what each runner describes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from orchestrator.config import RunConfig
+from orchestrator.model_source import ONNX
+from speedster_run.runner.v1 import runner_pb2 as pb
+
+# The original model: ONNX Runtime's plain session for an ONNX file, torch eager for a torch artifact. Its run on the
+# target device is the speedup's baseline; its run on the CPU in fp32 gives the reference outputs.
+ORIGINAL = {ONNX: ("onnxruntime", "fp32", "default"), "torch_export": ("torch", "fp32", "eager"),
+            "torchscript": ("torch", "fp32", "eager")}
+# Cost order when candidates tie within the noise: keep full precision and the original's runtime if you can.
+PRECISION_COST = {"fp32": 0, "bf16": 1, "fp16": 1, "int8": 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    backend: str
+    precision: str
+    variant: str
+    format: str  # the model format it is compiled from
+    device: str
+    is_original: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.backend}/{self.precision}" + ("" if self.variant == "default" else f"-{self.variant}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """A backend or offer that cannot compete, with the reason shown in the report."""
+
+    backend: str
+    precision: str
+    variant: str
+    category: str
+    reason: str
+
+
+def wanted_precisions(config: RunConfig) -> tuple[str, ...]:
+    """As in Speedster: reduced precisions only when the user allows an accuracy drop (or asks for them)."""
+    if config.precisions is not None:
+        return config.precisions
+    return ("fp32", "fp16", "bf16", "int8") if config.metric_drop_ths is not None else ("fp32",)
+
+
+def original_candidate(source_format: str, device: str) -> Candidate:
+    backend, precision, variant = ORIGINAL[source_format]
+    return Candidate(backend, precision, variant, source_format, device, True)
+
+
+def plan(
+    descriptions: dict[str, pb.DescribeResponse], formats: dict[str, str], config: RunConfig
+) -> tuple[list[Candidate], list[Skipped]]:
+    """Candidates in a stable order (backend, then offer order), and the offers that cannot run with why.
+
+    `formats` maps an available model format to its file (the original plus what export produced).
+    """
+    device_kind = config.device.split(":", 1)[0]
+    precisions = wanted_precisions(config)
+    candidates: list[Candidate] = []
+    skipped: list[Skipped] = []
+    for backend, description in descriptions.items():
+        if not description.available:
+            skipped.append(Skipped(backend, "", "", "unavailable", description.unavailable_reason))
+            continue
+        if config.device not in description.devices and device_kind not in description.devices:
+            skipped.append(Skipped(backend, "", "", "unavailable",
+                                   f"device {config.device} not seen by the runner (it sees {', '.join(description.devices)})"))
+            continue
+        offered = False
+        for offer in description.offers:
+            if offer.precision not in precisions or device_kind not in offer.devices:
+                continue
+            fmt = next((f for f in offer.formats if f in formats), None)
+            if fmt is None:
+                skipped.append(Skipped(backend, offer.precision, offer.variant, "export",
+                                       f"needs a {' or '.join(offer.formats)} model, and none could be made"))
+                continue
+            offered = True
+            candidates.append(Candidate(backend, offer.precision, offer.variant, fmt, config.device))
+        if not offered and not any(s.backend == backend for s in skipped):
+            skipped.append(Skipped(backend, "", "", "unavailable",
+                                   f"offers nothing for {config.device} at {', '.join(precisions)}"))
+    return candidates, skipped

@@ -1,0 +1,117 @@
+"""One runner per backend for the run, restarted when it dies; every call has a deadline and a failure category."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from orchestrator.runner_client import RunnerCallError, RunnerClient
+from orchestrator.sandboxes.base import RunnerProcess, Sandbox, SandboxError
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class CallFailure(Exception):
+    """A call that did not return: category (timeout, crash, oom, runtime) plus the runner's last log lines."""
+
+    category: str
+    message: str
+    runner_log: str = ""
+    reproduce: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.category}: {self.message}"
+
+
+@dataclasses.dataclass
+class _Live:
+    process: RunnerProcess
+    client: RunnerClient
+    generation: int
+
+
+class RunnerPool:
+    """Owns the runners of one run. `generation(backend)` changes whenever a runner is replaced."""
+
+    def __init__(self, sandbox: Sandbox, threads: int, ready_timeout_s: float = 120.0):
+        self.sandbox = sandbox
+        self.threads = threads
+        self.ready_timeout_s = ready_timeout_s
+        self._live: dict[str, _Live] = {}
+        self._generations: dict[str, int] = {}
+
+    def _runner(self, backend: str) -> _Live:
+        live = self._live.get(backend)
+        if live is None:
+            try:
+                process = self.sandbox.start(backend, self.threads, self.ready_timeout_s)
+            except SandboxError as error:
+                raise CallFailure("crash", str(error)) from None
+            generation = self._generations.get(backend, 0) + 1
+            self._generations[backend] = generation
+            live = self._live[backend] = _Live(process, RunnerClient(process.target), generation)
+        return live
+
+    def generation(self, backend: str) -> int:
+        """The current runner's generation, starting the runner if none lives."""
+        return self._runner(backend).generation
+
+    def is_current(self, backend: str, generation: int) -> bool:
+        """True while the runner of that generation still serves (never starts one)."""
+        live = self._live.get(backend)
+        return live is not None and live.generation == generation
+
+    def runner_description(self, backend: str) -> str:
+        live = self._live.get(backend)
+        return live.process.description if live else ""
+
+    def reproduce_command(self, backend: str) -> str:
+        live = self._live.get(backend)
+        return self.sandbox.reproduce_command(live.process) if live else ""
+
+    def call(self, backend: str, action: Callable[[RunnerClient], T]) -> T:
+        """Runs action(client) on the backend's runner; a hang, crash or death becomes a CallFailure."""
+        live = self._runner(backend)
+        try:
+            return action(live.client)
+        except RunnerCallError as error:
+            raise self._failure(backend, live, error) from None
+
+    def _failure(self, backend: str, live: _Live, error: RunnerCallError) -> CallFailure:
+        reproduce = self.sandbox.reproduce_command(live.process)
+        if error.kind == "timeout":
+            self.sandbox.kill(live.process)  # stuck in a compiler: nothing else will stop it
+            failure = CallFailure("timeout", "no answer before the deadline; runner killed", "", reproduce)
+        elif error.kind == "gone":
+            info = self._wait_exit(live)
+            category, message = (info.category, info.message) if info else ("crash", error.args[0])
+            failure = CallFailure(category, message, "", reproduce)
+        else:
+            return CallFailure("runtime", f"protocol error: {error}", self.sandbox.logs(live.process), reproduce)
+        failure.runner_log = self.sandbox.logs(live.process)
+        self._discard(backend)
+        return failure
+
+    def _wait_exit(self, live: _Live):
+        """A runner whose connection dropped is dying; give it a moment to be reaped so its exit status is known."""
+        for _ in range(50):
+            info = self.sandbox.exit_info(live.process)
+            if info is not None:
+                return info
+            time.sleep(0.1)
+        self.sandbox.kill(live.process)
+        return None
+
+    def _discard(self, backend: str) -> None:
+        live = self._live.pop(backend, None)
+        if live is not None:
+            live.client.close()
+            self.sandbox.stop(live.process)
+
+    def close(self) -> None:
+        for backend in list(self._live):
+            self._discard(backend)
+        self.sandbox.close()

@@ -1,0 +1,268 @@
+"""One optimisation run: read the model, freeze inputs and references, try every candidate, pick the winner."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from orchestrator import inputs as sample_inputs
+from orchestrator import model_source, planner
+from orchestrator.candidates import CandidateRunner, Slot, new_slot
+from orchestrator.config import RunConfig
+from orchestrator.errors import UserError
+from orchestrator.pool import CallFailure, RunnerPool
+from orchestrator.report import CandidateResult, RunReport
+from orchestrator.sandboxes.base import Sandbox
+from orchestrator.selection import pick_winner
+from orchestrator.stats import speedup_interval, summarize
+from runners import registry
+from runners.files import sha256_file
+from speedster_run.runner.v1 import runner_pb2 as pb
+
+Progress = Callable[[str], None]
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+def select_backends(config: RunConfig) -> list[str]:
+    """The backends to try, in registry order; an unknown name is a user error that lists the valid ones."""
+    known = registry.names()
+    for name in (config.backends or ()) + config.ignore_backends:
+        if name not in known:
+            raise UserError(f"unknown backend {name!r}; known backends: {', '.join(known)}")
+    wanted = config.backends or tuple(known)
+    return [name for name in known if name in wanted and name not in config.ignore_backends]
+
+
+def prepare_samples(config: RunConfig, source: model_source.SourceModel) -> list[dict[str, np.ndarray]]:
+    if config.input_files:
+        return sample_inputs.load_samples(list(config.input_files), source.inputs, config.input_shapes)
+    shapes = sample_inputs.concrete_shapes(source.inputs, config.input_shapes)
+    return sample_inputs.random_samples(shapes, config.samples, config.seed)
+
+
+def _orchestrator_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("speedster-run", "numpy", "onnx", "grpcio", "protobuf"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+class Run:
+    """The steps of one run, in order; every candidate failure becomes a row, never an exception."""
+
+    def __init__(self, config: RunConfig, source: model_source.SourceModel, samples: list[dict[str, np.ndarray]],
+                 pool: RunnerPool, workdir: Path, progress: Progress):
+        self.config = config
+        self.source = source
+        self.samples = samples
+        self.pool = pool
+        self.workdir = workdir
+        self.say = progress
+        self.phases_s: dict[str, float] = {}
+        self.descriptions: dict[str, pb.DescribeResponse] = {}
+        self.rows: list[CandidateResult] = []
+        self.slots: list[Slot] = []
+        self.runner: CandidateRunner | None = None
+
+    def _phase(self, name: str, started: float) -> None:
+        self.phases_s[name] = self.phases_s.get(name, 0.0) + time.perf_counter() - started
+
+    def describe(self, backends: list[str]) -> None:
+        started = time.perf_counter()
+        for backend in backends:
+            self.say(f"starting the {backend} runner")
+            try:
+                self.descriptions[backend] = self.pool.call(backend, lambda c: c.describe())
+            except CallFailure as error:
+                self.descriptions[backend] = pb.DescribeResponse(
+                    backend=backend, available=False, unavailable_reason=f"runner failed to start: {error}")
+        self._phase("start_runners", started)
+
+    def model_files(self) -> tuple[dict[str, pb.ModelSource], str]:
+        """Every format the runners can compile from: the original, and ONNX exported from a torch artifact."""
+        sources = {self.source.format: pb.ModelSource(
+            path=str(self.source.path.resolve()), sha256=self.source.sha256, format=self.source.format)}
+        if self.source.format == model_source.ONNX:
+            return sources, ""
+        started = time.perf_counter()
+        self.say("exporting the torch artifact to ONNX")
+        from orchestrator.torch_artifacts import TorchExportError, export_onnx
+
+        try:
+            onnx_path = export_onnx(self.source.path, self.source.format, self.source.inputs, self.samples[0],
+                                    self.workdir / "model.onnx")
+        except TorchExportError as error:
+            return sources, str(error)
+        finally:
+            self._phase("export", started)
+        sources[model_source.ONNX] = pb.ModelSource(path=str(onnx_path), sha256=sha256_file(onnx_path),
+                                                    format=model_source.ONNX)
+        return sources, ""
+
+    def plan(self, sources: dict[str, pb.ModelSource], export_error: str) -> list[Slot]:
+        candidates, skipped = planner.plan(self.descriptions, {f: str(s.path) for f, s in sources.items()},
+                                           self.config)
+        original = planner.original_candidate(self.source.format, self.config.device)
+        same = [c for c in candidates if (c.backend, c.precision, c.variant, c.format) ==
+                (original.backend, original.precision, original.variant, original.format)]
+        candidates = [original] + [c for c in candidates if c not in same]
+        for skip in skipped:
+            row = CandidateResult(name=f"{skip.backend}" + (f"/{skip.precision}-{skip.variant}" if skip.precision else ""),
+                                  backend=skip.backend, precision=skip.precision, variant=skip.variant)
+            message = f"{skip.reason}: {export_error}" if skip.category == "export" and export_error else skip.reason
+            row.fail(skip.category, message, "plan")
+            self.rows.append(row)
+        return [new_slot(c) for c in candidates]
+
+    def references(self, runner: CandidateRunner, original: Slot) -> list[dict[str, np.ndarray]] | None:
+        """Reference outputs from the original model on the CPU in fp32, computed once."""
+        self.say(f"{original.candidate.name}: computing reference outputs (original model)")
+        if self.config.device == "cpu":
+            if not runner.load(original):
+                return None
+            return runner.outputs(original)
+        reference = new_slot(planner.original_candidate(self.source.format, "cpu"))
+        loaded = runner.load(reference)
+        outputs = runner.outputs(reference) if loaded else None
+        runner.unload(reference)
+        if outputs is None:
+            original.result.failure = reference.result.failure
+            original.result.status = "failed"
+        elif not runner.load(original):
+            return None
+        return outputs
+
+    def execute(self, backends: list[str]) -> RunReport:
+        started = time.perf_counter()
+        original_backend = planner.ORIGINAL[self.source.format][0]
+        self.describe(backends + ([original_backend] if original_backend not in backends else []))
+        sources, export_error = self.model_files()
+        slots = self.plan(sources, export_error)
+        original = slots[0]
+        runner = self.runner = CandidateRunner(self.config, self.pool, sources, self.samples)
+        self.slots = slots
+
+        phase = time.perf_counter()
+        references = self.references(runner, original)
+        if references is not None:
+            runner.check(original, references)
+            for index, slot in enumerate(slots[1:], start=2):
+                self.say(f"[{index}/{len(slots)}] {slot.candidate.name}: compiling")
+                if runner.load(slot):
+                    self.say(f"[{index}/{len(slots)}] {slot.candidate.name}: compiled in "
+                             f"{slot.result.compile_s:.1f} s, checking outputs")
+                    if not runner.check(slot, references):
+                        runner.unload(slot)
+                if slot.result.failure:
+                    self.say(f"[{index}/{len(slots)}] {slot.candidate.name}: {slot.result.failure.category}: "
+                             f"{slot.result.failure.message[:100]}")
+        self._phase("compile_and_check", phase)
+
+        phase = time.perf_counter()
+        self.benchmark([s for s in slots if s.alive])
+        self._phase("benchmark", phase)
+        for slot in slots:
+            if slot.alive:
+                slot.result.status = "ok"
+                slot.result.versions = dict(self.descriptions[slot.candidate.backend].versions)
+        self.rows = [s.result for s in slots] + self.rows
+        self.score(original.result)
+        winner, tie_with, verdict = pick_winner(self.rows, original.result)
+        report = RunReport(
+            config=self.config.to_dict(),
+            environment=self.environment(),
+            source={"path": str(self.source.path), "format": self.source.format, "sha256": self.source.sha256,
+                    "inputs": [vars(i) for i in self.source.inputs], "outputs": [vars(o) for o in self.source.outputs],
+                    "exported_onnx": bool(export_error == "" and model_source.ONNX in sources
+                                          and self.source.format != model_source.ONNX),
+                    "export_error": export_error},
+            candidates=self.rows, winner=winner, verdict=verdict, tie_with=tie_with,
+        )
+        self._phase("total_inside_run", started)
+        report.phases_s = self.phases_s
+        return report
+
+    def benchmark(self, slots: list[Slot]) -> None:
+        """Interleaved rounds: every candidate measures once per round, in an order that rotates each round,
+        so that a slow drift of the machine spreads over all candidates instead of penalising one."""
+        timing = self.config.timing
+        rounds = max(1, timing.rounds)
+        round_budget_s = timing.time_budget_s / rounds
+        round_iterations = None if timing.iterations is None else max(1, -(-timing.iterations // rounds))
+        for round_index in range(rounds):
+            live = [s for s in slots if s.alive]
+            if not live:
+                return
+            shift = round_index % len(live)
+            self.say(f"benchmark round {round_index + 1}/{rounds}: {len(live)} candidates")
+            for slot in live[shift:] + live[:shift]:
+                if not self.runner.benchmark_round(slot, round_budget_s, round_iterations):
+                    self.say(f"{slot.candidate.name}: {slot.result.failure.category}: {slot.result.failure.message}")
+
+    def score(self, original: CandidateResult) -> None:
+        for row in self.rows:
+            if row.latencies_ns and row.status == "ok":
+                row.stats = summarize(row.latencies_ns)
+        if original.stats is None:
+            return
+        for row in self.rows:
+            if row.stats is None:
+                continue
+            if row is original:
+                row.speedup = 1.0
+                continue
+            point, low, high = speedup_interval(original.latencies_ns, row.latencies_ns, seed=self.config.seed)
+            row.speedup, row.speedup_ci = point, (low, high)
+
+    def environment(self) -> dict:
+        hosts = {name: dict(d.host) for name, d in self.descriptions.items() if d.host}
+        return {
+            "host": next(iter(hosts.values()), {}),
+            "orchestrator": _orchestrator_versions(),
+            "backends": {name: dict(d.versions) for name, d in self.descriptions.items()},
+            "runner_hosts": hosts,
+            "threads": self.config.effective_threads,
+            "sandbox": self.pool.sandbox.name,
+            "command": " ".join(sys.argv),
+        }
+
+
+def optimize(config: RunConfig, progress: Progress = _quiet, sandbox: Sandbox | None = None) -> RunReport:
+    """Runs the whole optimisation. Raises UserError before starting anything when the input is bad."""
+    started = time.perf_counter()
+    source = model_source.open_model(config.model, config.input_shapes)
+    samples = prepare_samples(config, source)
+    backends = select_backends(config)
+    if sandbox is None:
+        from orchestrator.sandboxes.local import LocalSandbox
+
+        sandbox = LocalSandbox()
+    pool = RunnerPool(sandbox, config.effective_threads)
+    workdir = Path(tempfile.mkdtemp(prefix="speedster-run-model-"))
+    try:
+        run = Run(config, source, samples, pool, workdir, progress)
+        report = run.execute(backends)
+        if config.save_dir is not None and report.winner is not None:
+            from orchestrator.artifacts import save_winner
+
+            progress(f"saving {report.winner} to {config.save_dir}")
+            save_winner(run, report)
+    finally:
+        pool.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    report.wall_s = time.perf_counter() - started
+    return report

@@ -1,0 +1,1 @@
+"""Where runners live: a local process per backend (the embedded default); Docker and remote endpoints slot in."""

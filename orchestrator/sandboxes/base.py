@@ -1,0 +1,61 @@
+"""The sandbox interface: start a backend's runner, tell how it ended, stop it, keep its logs."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+
+
+@dataclasses.dataclass
+class RunnerProcess:
+    """A started runner: the gRPC target to dial and what the sandbox needs to manage it."""
+
+    backend: str
+    target: str  # "unix:///path.sock" or "host:port"
+    description: str  # how it runs, for the report: "local process pid 123", "container abc"
+    handle: object = None  # the sandbox's own handle (Popen, container...)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExitInfo:
+    """How a runner ended; category is the failure category it implies ("crash", "oom")."""
+
+    category: str
+    message: str
+
+
+class SandboxError(Exception):
+    """A runner could not be started (bad interpreter, engine not running...)."""
+
+
+class Sandbox(abc.ABC):
+    """Starts and stops runners. Every implementation cleans up in stop() and in close(), whatever happened."""
+
+    name: str
+
+    @abc.abstractmethod
+    def start(self, backend: str, threads: int, ready_timeout_s: float) -> RunnerProcess:
+        """Starts the backend's runner and returns once its health check answers SERVING."""
+
+    @abc.abstractmethod
+    def exit_info(self, runner: RunnerProcess) -> ExitInfo | None:
+        """None while the runner lives; otherwise how it died."""
+
+    @abc.abstractmethod
+    def stop(self, runner: RunnerProcess) -> None:
+        """Stops the runner (terminate, then kill) and reaps it. Safe to call twice."""
+
+    @abc.abstractmethod
+    def kill(self, runner: RunnerProcess) -> None:
+        """Kills a runner stuck past its deadline at once (a hung compiler may ignore a polite stop)."""
+
+    @abc.abstractmethod
+    def logs(self, runner: RunnerProcess, max_lines: int = 40) -> str:
+        """The last lines the runner wrote to stderr."""
+
+    @abc.abstractmethod
+    def reproduce_command(self, runner: RunnerProcess) -> str:
+        """A shell command that starts the same runner by hand."""
+
+    def close(self) -> None:
+        """Releases everything the sandbox started."""

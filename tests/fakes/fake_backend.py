@@ -1,0 +1,69 @@
+"""A misbehaving backend for testing the orchestrator's handling of crashes, hangs and wrong outputs.
+
+It computes with ONNX Runtime and then misbehaves as its variant says. It is evidence about the orchestrator only,
+never about a real backend. Offered variants come from SPEEDSTER_FAKE_VARIANTS (comma-separated, default "ok").
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from runners.backends.base import Artifact, Availability, Backend, LoadedModel, LoadSpec, Offer, TensorInfo
+from runners.errors import CandidateError
+
+VARIANTS = ("ok", "wrong", "abort", "hang", "oom", "abort_in_run", "slow", "fail_compile")
+
+
+class _FakeModel(LoadedModel):
+    def __init__(self, spec: LoadSpec):
+        import onnxruntime as ort
+
+        self.variant = spec.variant
+        self.path = spec.model_path
+        self.session = ort.InferenceSession(str(spec.model_path), providers=["CPUExecutionProvider"])
+        self.inputs = [TensorInfo(i.name, "float32", tuple(None for _ in i.shape)) for i in self.session.get_inputs()]
+        self.outputs = [TensorInfo(o.name, "float32", tuple(None for _ in o.shape)) for o in self.session.get_outputs()]
+        self.details = {"variant": spec.variant}
+        self.runs = 0
+
+    def run(self, feeds):
+        self.runs += 1
+        if self.variant == "abort_in_run" and self.runs > 2:
+            os.abort()
+        if self.variant == "slow":
+            time.sleep(0.005)
+        names = [o.name for o in self.outputs]
+        outputs = dict(zip(names, self.session.run(names, feeds)))
+        if self.variant == "wrong":
+            outputs = {name: value + np.ones_like(value) for name, value in outputs.items()}
+        return outputs
+
+    def save(self, directory: Path) -> Artifact:
+        shutil.copy(self.path, directory / "model.onnx")
+        return Artifact("onnx", "model.onnx", "fp32", self.variant, {}, ("model.onnx",))
+
+
+class FakeBackend(Backend):
+    name = "fake"
+
+    def probe(self) -> Availability:
+        variants = [v for v in os.environ.get("SPEEDSTER_FAKE_VARIANTS", "ok").split(",") if v]
+        offers = tuple(Offer("fp32", v, ("cpu",), ("onnx",), f"fake: {v}") for v in variants)
+        return Availability(available=True, versions={"fake": "1"}, devices=("cpu",), offers=offers)
+
+    def load(self, spec: LoadSpec) -> LoadedModel:
+        if spec.variant == "abort":
+            os.abort()
+        if spec.variant == "hang":
+            while True:
+                time.sleep(1)
+        if spec.variant == "oom":
+            raise MemoryError("fake allocation of 1 TiB failed")
+        if spec.variant == "fail_compile":
+            raise CandidateError("compile", "fake compiler rejected the model", "fake detail")
+        return _FakeModel(spec)

@@ -1,0 +1,107 @@
+"""A crashing, hanging, wrong or out-of-memory candidate becomes a report row; the run goes on and cleans up."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import RunConfig, TimingConfig
+from orchestrator.run import optimize
+
+FAST_TIMING = TimingConfig(time_budget_s=0.3, rounds=2, warmup_iterations=2)
+
+
+def _children() -> set[int]:
+    """Live child processes of this test process (zombies excluded)."""
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            children.add(int(entry.name))
+    return children
+
+
+def _run(model: Path, **overrides):
+    config = RunConfig(model=model, backends=("onnxruntime", "fake"), timing=FAST_TIMING, samples=2, **overrides)
+    return optimize(config)
+
+
+def _row(report, name):
+    return next(r for r in report.candidates if r.name == name)
+
+
+def test_abort_and_wrong_outputs_are_rows_and_the_run_completes(mlp_model, fake_backend_env):
+    fake_backend_env("ok", "abort", "wrong", "abort_in_run", "oom", "fail_compile")
+    before = _children()
+    report = _run(mlp_model)
+    assert _row(report, "fake/fp32-abort").failure.category == "crash"
+    assert "SIGABRT" in _row(report, "fake/fp32-abort").failure.message
+    assert _row(report, "fake/fp32-abort_in_run").failure.category == "crash"
+    assert _row(report, "fake/fp32-abort_in_run").failure.stage == "benchmark"  # 2 samples checked, then it dies
+    wrong = _row(report, "fake/fp32-wrong")
+    assert wrong.failure.category == "accuracy" and wrong.comparison.drop > 0.1
+    assert _row(report, "fake/fp32-oom").failure.category == "oom"
+    assert _row(report, "fake/fp32-fail_compile").failure.category == "compile"
+    assert "speedster-run --model" in _row(report, "fake/fp32-abort").failure.reproduce
+    ok = _row(report, "fake/fp32-ok")
+    assert ok.status == "ok" and ok.stats.n > 0
+    # The abort killed the runner that held "ok": it was reloaded in a fresh runner for the benchmark.
+    assert any("reloaded" in note for note in ok.notes)
+    assert report.winner is not None
+    assert _children() <= before, "runner processes left behind"
+
+
+def test_a_hanging_compile_is_killed_at_the_deadline(mlp_model, fake_backend_env):
+    fake_backend_env("hang", "ok")
+    before = _children()
+    started = time.monotonic()
+    report = _run(mlp_model, timeout_s=3.0)
+    elapsed = time.monotonic() - started
+    hang = _row(report, "fake/fp32-hang")
+    assert hang.failure.category == "timeout" and hang.failure.stage == "load"
+    assert _row(report, "fake/fp32-ok").status == "ok"
+    assert elapsed < 40, f"the hang was not cut at its deadline ({elapsed:.0f} s)"
+    assert _children() <= before
+
+
+def test_the_original_failing_means_no_winner(tmp_path, fake_backend_env):
+    from onnx import TensorProto, helper
+
+    from tests.conftest import save_onnx
+
+    # Valid ONNX that no runtime implements: the reference cannot be computed, so nothing can qualify.
+    graph = helper.make_graph([helper.make_node("Mystery", ["x"], ["y"], domain="com.example")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = save_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                              helper.make_opsetid("com.example", 1)]),
+                      tmp_path / "mystery.onnx")
+    report = _run(model)
+    assert report.winner is None
+    assert _row(report, "onnxruntime/fp32").failure.category == "compile"
+    assert report.verdict.startswith("No candidate qualified")
+
+
+def test_interrupt_during_a_run_leaves_no_runner(mlp_model, fake_backend_env):
+    """Ctrl-C (KeyboardInterrupt) in the middle of a call still stops and reaps every runner."""
+    import signal
+    import threading
+
+    fake_backend_env("hang")
+    before = _children()
+    timer = threading.Timer(4.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _run(mlp_model, timeout_s=60.0)
+    finally:
+        timer.cancel()
+    assert _children() <= before
