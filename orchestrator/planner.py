@@ -50,7 +50,22 @@ def wanted_precisions(config: RunConfig) -> tuple[str, ...]:
 
 def original_candidate(source_format: str, device: str) -> Candidate:
     backend, precision, variant = ORIGINAL[source_format]
-    return Candidate(backend, precision, variant, source_format, device, True)
+    return Candidate(backend, precision, variant, source_format, device_for(device, ("cpu", "cuda")), True)
+
+
+ACCELERATOR_KINDS = ("cuda", "gpu")
+
+
+def device_for(device: str, kinds) -> str | None:
+    """The device string a backend understands: "gpu:N" and "cuda:N" both name the N-th accelerator, which a
+    backend may call either way (ONNX Runtime and torch say cuda, OpenVINO says gpu). None if it has no such kind."""
+    kind, _, index = device.partition(":")
+    if kind in kinds:
+        return device
+    if kind in ACCELERATOR_KINDS:
+        other = next((k for k in ACCELERATOR_KINDS if k in kinds), None)
+        return f"{other}:{index or 0}" if other else None
+    return None
 
 
 def plan(
@@ -60,7 +75,6 @@ def plan(
 
     `formats` maps an available model format to its file (the original plus what export produced).
     """
-    device_kind = config.device.split(":", 1)[0]
     precisions = wanted_precisions(config)
     candidates: list[Candidate] = []
     skipped: list[Skipped] = []
@@ -68,13 +82,15 @@ def plan(
         if not description.available:
             skipped.append(Skipped(backend, "", "", "unavailable", description.unavailable_reason))
             continue
-        if config.device not in description.devices and device_kind not in description.devices:
+        seen = {d.partition(":")[0] for d in description.devices}
+        device = device_for(config.device, seen)
+        if device is None or (device != "cpu" and device not in description.devices):
             skipped.append(Skipped(backend, "", "", "unavailable",
                                    f"device {config.device} not seen by the runner (it sees {', '.join(description.devices)})"))
             continue
         offered = False
         for offer in description.offers:
-            if offer.precision not in precisions or device_kind not in offer.devices:
+            if offer.precision not in precisions or device.partition(":")[0] not in offer.devices:
                 continue
             fmt = next((f for f in offer.formats if f in formats), None)
             if fmt is None:
@@ -82,7 +98,7 @@ def plan(
                                        f"needs a {' or '.join(offer.formats)} model, and none could be made"))
                 continue
             offered = True
-            candidates.append(Candidate(backend, offer.precision, offer.variant, fmt, config.device))
+            candidates.append(Candidate(backend, offer.precision, offer.variant, fmt, device))
         if not offered and not any(s.backend == backend for s in skipped):
             skipped.append(Skipped(backend, "", "", "unavailable",
                                    f"offers nothing for {config.device} at {', '.join(precisions)}"))

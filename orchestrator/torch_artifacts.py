@@ -17,7 +17,7 @@ import numpy as np
 from runners.backends.base import TensorInfo
 from runners.backends.torch import (
     example_arrays, export_specs, flatten_outputs, load_export, load_torchscript, outputs_from_run, plain_module,
-    to_torch, torchscript_input_names,
+    to_torch, torchscript_input_names, trace_module,
 )
 
 ONNX_OPSET = 18  # the dynamo exporter's own opset (lower ones go through a version converter); ORT and OpenVINO read it
@@ -89,10 +89,12 @@ def inspect_torch_artifact(
     overrides (name -> (shape, dtype or None)) are checked against them, and supply what a TorchScript file lacks."""
     path = Path(path)
     model, stored, outputs = _load(path, fmt)
-    if fmt == "torch_export":
-        inputs, outputs = export_specs(model, stored)
-    else:
-        names = torchscript_input_names(model)
+    try:
+        inputs, outputs = export_specs(model, stored) if fmt == "torch_export" else (None, outputs)
+        names = [i.name for i in inputs] if inputs is not None else torchscript_input_names(model)
+    except Exception as exc:  # non-tensor inputs, an unusual signature...
+        raise TorchArtifactError(f"{path.name}: cannot describe its inputs: {_first_line(exc)}") from exc
+    if inputs is None:
         if stored and len(stored) == len(names):
             inputs = [dataclasses.replace(s, name=n) for s, n in zip(stored, names)]
         elif all(n in shape_overrides for n in names):
@@ -101,13 +103,14 @@ def inspect_torch_artifact(
             flags = " ".join(f"--input-shape {n}=1x3x224x224" for n in names)
             raise TorchArtifactError(f"{path.name} stores no input shapes: pass {flags} (one per input, with your "
                                      "real sizes; append :int64 etc. for non-float inputs)")
-    known = [i.name for i in inputs]
-    unknown = sorted(set(shape_overrides) - set(known))
+    unknown = sorted(set(shape_overrides) - set(names))
     if unknown:
-        raise TorchArtifactError(f"{path.name} has no input named {', '.join(unknown)}; its inputs: {', '.join(known)}")
+        raise TorchArtifactError(f"{path.name} has no input named {', '.join(unknown)}; its inputs: {', '.join(names)}")
     inputs = [_override(path, i, shape_overrides.get(i.name)) for i in inputs]
     if outputs is None:  # TorchScript: run once on zeros (of the overridden shapes) to learn the outputs
-        concrete = [TensorInfo(i.name, i.dtype, shape_overrides.get(i.name, (i.shape,))[0]) for i in inputs]
+        # Symbolic dims run as 2, not 1: outputs_from_run spots the batch dim by its size, and 1 is too common.
+        concrete = [TensorInfo(i.name, i.dtype, shape_overrides.get(i.name, ([d or 2 for d in i.shape],))[0])
+                    for i in inputs]
         outputs = _run_outputs(path, model, inputs, example_arrays(concrete, []))
     return inputs, outputs
 
@@ -142,9 +145,13 @@ def export_onnx(path: Path, fmt: str, inputs: list[TensorInfo], example: dict[st
     import onnx
 
     path, out_path = Path(path), Path(out_path)
-    model, _, _ = _load(path, fmt)
-    arrays = [_widen(info, np.asarray(example[info.name])) for info in inputs]
-    args = tuple(to_torch(a, "cpu") for a in arrays)
+    try:
+        model, _, _ = _load(path, fmt)
+        args = tuple(to_torch(_widen(info, np.asarray(example[info.name])), "cpu") for info in inputs)
+    except TorchArtifactError as exc:
+        raise TorchExportError(str(exc)) from exc
+    except KeyError as exc:
+        raise TorchExportError(f"{path.name}: no example array for input {exc.args[0]!r}") from exc
     out_path.parent.mkdir(parents=True, exist_ok=True)
     errors = []
     if fmt == "torch_export":
@@ -154,7 +161,7 @@ def export_onnx(path: Path, fmt: str, inputs: list[TensorInfo], example: dict[st
             errors.append(f"dynamo exporter: {_first_line(exc)}")
     if fmt == "torchscript" or errors:
         try:
-            module = model if fmt == "torchscript" else _trace(plain_module(model), args)
+            module = model if fmt == "torchscript" else trace_module(plain_module(model), args)
             _export_legacy(module, args, inputs, out_path)
         except Exception as exc:
             errors.append(f"TorchScript exporter: {_first_line(exc)}")
@@ -180,13 +187,6 @@ def _output_names(module: Any, args: tuple[Any, ...]) -> list[str]:
     with _quiet(), torch.inference_mode():
         count = len(flatten_outputs(module(*args)))
     return [f"output_{i}" for i in range(count)]
-
-
-def _trace(module: Any, args: tuple[Any, ...]) -> Any:
-    import torch
-
-    with _quiet():
-        return torch.jit.trace(module, args, check_trace=False)
 
 
 def _dim_name(info: TensorInfo, axis: int) -> str:

@@ -36,7 +36,7 @@ from runners.errors import (
     failure,
     status_code,
 )
-from runners.files import receive_files, send_files, sha256_file
+from runners.files import receive_files, safe_relative, send_files, sha256_file
 from runners.measure import TimingPlan, measure
 from speedster_run.runner.v1 import GRPC_OPTIONS, PROTOCOL_VERSION, SERVICE_NAME
 from speedster_run.runner.v1 import runner_pb2 as pb
@@ -103,6 +103,9 @@ def _serialized(method):
                 return method(self, request, context)
             except ProtocolError as error:
                 context.abort(status_code(error), str(error))
+            except Exception as error:  # a runner bug: INTERNAL as errors.py documents (gRPC's default is UNKNOWN)
+                log.exception("%s failed", method.__name__)
+                context.abort(status_code(error), f"{type(error).__name__}: {error}")
 
     return wrapper
 
@@ -164,7 +167,7 @@ class RunnerServicer(pb_grpc.RunnerServiceServicer):
                 raise UnknownModelError(f"unknown upload {source.upload_id!r}")
             if not source.file_name:
                 raise InvalidRequestError("a model given by upload_id needs file_name")
-            path = self.uploads[source.upload_id] / source.file_name
+            path = self.uploads[source.upload_id] / safe_relative(source.file_name)
         else:
             raise InvalidRequestError("ModelSource needs a path or an upload_id")
         if not path.is_file():
@@ -209,12 +212,19 @@ class RunnerServicer(pb_grpc.RunnerServiceServicer):
             shutil.rmtree(workdir, ignore_errors=True)
             return pb.LoadResponse(failure=_candidate_failure(error, "compile"), peak_rss_bytes=peak_rss_bytes())
         compile_s = time.perf_counter() - started
+        try:
+            inputs = [_spec_to_proto(t) for t in loaded.inputs]
+            outputs = [_spec_to_proto(t) for t in loaded.outputs]
+        except tensors.TensorFormatError as error:  # a string input, say: the protocol cannot carry it
+            loaded.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+            return pb.LoadResponse(failure=failure("unavailable", str(error)), peak_rss_bytes=peak_rss_bytes())
         self.models[model_id] = _Model(loaded, workdir)
         return pb.LoadResponse(
             model_id=model_id,
             compile_s=compile_s,
-            inputs=[_spec_to_proto(t) for t in loaded.inputs],
-            outputs=[_spec_to_proto(t) for t in loaded.outputs],
+            inputs=inputs,
+            outputs=outputs,
             details={k: str(v) for k, v in loaded.details.items()},
             peak_rss_bytes=peak_rss_bytes(),
         )
@@ -354,21 +364,31 @@ def parse_listen(address: str) -> str:
         return address
     if address.startswith("/"):
         return f"unix://{address}"
-    if ":" not in address:
-        raise ValueError(f"--listen {address!r}: expected unix:///path.sock or host:port")
+    _, sep, port = address.rpartition(":")
+    # gRPC silently takes a port above 65535 modulo 65536, so the range is checked here.
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"--listen {address!r}: expected unix:///path.sock or host:port (port 0-65535)")
     return address
 
 
 def serve(backend_name: str, listen: str, workdir: Path | None = None) -> None:
     """Runs the runner until SIGTERM/SIGINT."""
+    try:
+        address = parse_listen(listen)
+    except ValueError as error:
+        raise SystemExit(f"runner: {error}") from None
     scratch = Path(tempfile.mkdtemp(prefix=f"runner-{backend_name}-", dir=workdir))
     servicer = RunnerServicer(backend_name, scratch)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=GRPC_OPTIONS)
     pb_grpc.add_RunnerServiceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    bound = server.add_insecure_port(parse_listen(listen))
-    if bound == 0 and not listen.startswith(("unix:", "/")):
+    try:
+        bound: int | None = server.add_insecure_port(address)
+    except RuntimeError:  # grpcio now raises where it used to return 0
+        bound = None
+    if bound is None or (bound == 0 and not address.startswith("unix:")):
+        shutil.rmtree(scratch, ignore_errors=True)
         raise SystemExit(f"runner: cannot listen on {listen}")
     server.start()
     # SERVING only after the probe: the orchestrator's readiness check means "Describe will answer at once".

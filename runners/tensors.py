@@ -61,11 +61,11 @@ def dtype_code(dtype: np.dtype | str | type) -> int:
     """The protocol DataType code of a numpy dtype (or of a name such as "float32" / "bfloat16")."""
     if isinstance(dtype, str) and dtype in NAME_TO_CODE:
         return NAME_TO_CODE[dtype]
-    dt = np.dtype(dtype).newbyteorder("=")
     try:
+        dt = np.dtype(dtype).newbyteorder("=")
         return _BY_NUMPY[dt]
-    except KeyError:
-        raise TensorFormatError(f"unsupported data type {dt}") from None
+    except (KeyError, TypeError):  # TypeError: a name numpy does not know ("string")
+        raise TensorFormatError(f"unsupported data type {dtype}") from None
 
 
 NAME_TO_CODE = {name: code for code, name in DTYPE_NAMES.items()}

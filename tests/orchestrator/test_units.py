@@ -136,3 +136,18 @@ def test_winner_is_fastest_and_a_tie_prefers_the_cheaper():
     failed = CandidateResult(name="x", backend="x", precision="fp32", variant="default")
     failed.fail("crash", "boom", "load")
     assert pick_winner([failed], failed)[0] is None
+
+
+def test_accelerator_names_map_to_what_each_backend_calls_them():
+    from orchestrator.planner import device_for
+
+    assert device_for("gpu:1", {"cpu", "cuda"}) == "cuda:1"
+    assert device_for("cuda:0", {"cpu", "gpu"}) == "gpu:0"
+    assert device_for("cuda:0", {"cpu"}) is None
+    assert device_for("cpu", {"cpu", "cuda"}) == "cpu"
+    gpu_only = {"g": pb.DescribeResponse(backend="g", available=True, devices=["cpu", "cuda:0"], offers=[
+        pb.Offer(precision="fp16", variant="default", devices=["cuda"], formats=["onnx"])])}
+    candidates, _ = plan(gpu_only, {"onnx": "m.onnx"}, RunConfig(model="m.onnx", device="gpu:0", metric_drop_ths=1))
+    assert [(c.name, c.device) for c in candidates] == [("g/fp16", "cuda:0")]
+    _, skipped = plan(gpu_only, {"onnx": "m.onnx"}, RunConfig(model="m.onnx", device="cuda:1"))
+    assert "not seen by the runner" in skipped[0].reason
