@@ -390,15 +390,19 @@ def serve(backend_name: str, listen: str, workdir: Path | None = None) -> None:
     if bound is None or (bound == 0 and not address.startswith("unix:")):
         shutil.rmtree(scratch, ignore_errors=True)
         raise SystemExit(f"runner: cannot listen on {listen}")
+    # Handlers before SERVING: a stop sent as soon as the runner is ready must still shut it down cleanly.
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
     server.start()
     # SERVING only after the probe: the orchestrator's readiness check means "Describe will answer at once".
     for service in ("", SERVICE_NAME):
         health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     log.info("runner %s listening on %s (available=%s)", backend_name, listen, servicer.availability.available)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    # Polled, not one blocking wait: a signal the kernel hands to one of gRPC's threads only runs its Python handler
+    # when the main thread next executes bytecode, so an unbounded wait could ignore SIGTERM for good.
+    while not stop.wait(timeout=0.2):
+        pass
     server.stop(grace=1).wait()
     shutil.rmtree(scratch, ignore_errors=True)
 

@@ -147,8 +147,9 @@ def _prepare(spec: LoadSpec) -> tuple[Path, dict[str, str]]:
     elif spec.variant == "dynamic":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
+        preprocessed, details["preprocess"] = _preprocess(source, spec.workdir, external)
         # Weights only: activations are quantised per batch at run time, so no calibration is needed.
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8, use_external_data_format=external)
+        quantize_dynamic(preprocessed, target, weight_type=QuantType.QInt8, use_external_data_format=external)
         details["quantization"] = "int8 dynamic (QInt8 weights, activations quantised at run time)"
     else:
         details.update(_quantize_static(source, target, external, spec))
@@ -174,22 +175,28 @@ def _convert_fp16(source: Path, target: Path, external: bool) -> None:
                     location=f"{target.name}.data")
 
 
+def _preprocess(source: Path, workdir: Path, external: bool) -> tuple[Path, str]:
+    """ORT's recommended pre-quantisation pass (shape inference, fusions). It also rebuilds stale value_info that
+    some exporters write, which makes the quantizers' own shape inference fail. Skipped, and said so, if it fails."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    preprocessed = _fresh(workdir / f"{source.stem}.preprocessed.onnx")
+    try:
+        quant_pre_process(source, preprocessed, save_as_external_data=external, all_tensors_to_one_file=True,
+                          external_data_location=f"{preprocessed.name}.data")
+    except Exception as error:  # noqa: BLE001 - pre-processing only helps; quantise the original instead
+        return source, f"skipped: {_one_line(error)}"
+    return preprocessed, "done"
+
+
 def _quantize_static(source: Path, target: Path, external: bool, spec: LoadSpec) -> dict[str, str]:
     """QDQ int8 calibrated (MinMax) on spec.calibration, after ORT's recommended pre-processing."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if not spec.calibration:
         raise CandidateError("compile", "static int8 needs calibration samples")
     details = {}
-    preprocessed = _fresh(spec.workdir / f"{source.stem}.preprocessed.onnx")
-    try:
-        quant_pre_process(source, preprocessed, save_as_external_data=external, all_tensors_to_one_file=True,
-                          external_data_location=f"{preprocessed.name}.data")
-        details["preprocess"] = "done"
-    except Exception as error:  # noqa: BLE001 - pre-processing only helps; quantise the original instead
-        preprocessed = source
-        details["preprocess"] = f"skipped: {_one_line(error)}"
+    preprocessed, details["preprocess"] = _preprocess(source, spec.workdir, external)
     # U8S8 (uint8 activations, int8 weights) in QDQ is what ORT recommends first on x86 CPUs: its fused int8
     # kernels (VPMADDUBSW / VNNI) take unsigned activations times signed weights. Per-channel weights keep Conv
     # accuracy. Without VNNI, U8S8 can saturate; reduce_range or U8U8 are the fallbacks if accuracy suffers.

@@ -281,6 +281,7 @@ def test_tcp_listen_subprocess(tmp_path):
         while not wait_until_serving(target, timeout_s=0.5):
             assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
+        assert catches(process.pid, signal.SIGTERM)  # SERVING means a SIGTERM now stops it cleanly
         for service in ("", SERVICE_NAME):
             assert health_status(target, service) == health_pb2.HealthCheckResponse.SERVING
         client = RunnerClient(target)
@@ -299,6 +300,51 @@ def test_tcp_listen_subprocess(tmp_path):
             process.wait()
     assert f"listening on {target}" in log.read_text()
     assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # the scratch directory went with the runner
+
+
+_SYS_TGKILL = {"x86_64": 234, "aarch64": 131}.get(platform.machine())
+
+
+def _signal_masks(pid: int, tid: int | None = None) -> dict[str, int]:
+    """SigBlk, SigIgn, SigCgt... of a process (or one of its threads) from /proc, as integers."""
+    status = Path(f"/proc/{pid}/task/{tid}/status" if tid else f"/proc/{pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines())
+    return {key: int(fields[key], 16) for key in ("SigBlk", "SigIgn", "SigCgt")}
+
+
+def catches(pid: int, sig: int) -> bool:
+    """Whether the process has a handler installed for sig."""
+    return bool(_signal_masks(pid)["SigCgt"] & 1 << (sig - 1))
+
+
+def _thread_accepts(pid: int, tid: int, sig: int) -> bool:
+    """Whether thread tid of pid neither blocks nor ignores sig."""
+    masks = _signal_masks(pid, tid)
+    return not (masks["SigBlk"] | masks["SigIgn"]) & 1 << (sig - 1)
+
+
+@pytest.mark.skipif(_SYS_TGKILL is None, reason="tgkill syscall number unknown on this machine")
+def test_sigterm_to_any_thread_stops_the_runner(tmp_path):
+    """The kernel may hand a process-directed SIGTERM to any thread, gRPC's included; the runner must still stop."""
+    import ctypes
+
+    target = f"unix://{tmp_path}/r.sock"
+    process = subprocess.Popen(runner_command(target, tmp_path), cwd=REPO, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not wait_until_serving(target, timeout_s=0.5):
+            assert process.poll() is None and time.monotonic() < deadline
+        assert catches(process.pid, signal.SIGTERM)  # installed before the runner reports SERVING
+        others = [int(t) for t in os.listdir(f"/proc/{process.pid}/task") if int(t) != process.pid]
+        tid = next(t for t in others if _thread_accepts(process.pid, t, signal.SIGTERM))
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.syscall(_SYS_TGKILL, process.pid, tid, int(signal.SIGTERM)) == 0, ctypes.get_errno()
+        assert process.wait(timeout=5) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 @pytest.mark.parametrize(
