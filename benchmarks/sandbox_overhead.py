@@ -137,8 +137,8 @@ def main() -> None:
     compile_s = sum(c["compile_s"] or 0.0 for c in report["candidates"])
     timed_s = sum(sum(sum(r) for r in c["latencies_ns"]) for c in report["candidates"]) / 1e9
     print(f"\nspeedster-run --model {args.model}.pt2 --threads {args.threads} --backends onnxruntime,openvino,torch")
-    print(f"| wall s | candidates' compile s | candidates' timed runs s | rest (export, runner start, reference, "
-          f"checks, warm-up, gRPC) s |")
+    print("| wall s | candidates' compile s | candidates' timed runs s | rest (export, runner start, reference, "
+          "checks, warm-up, gRPC) s |")
     print("|---|---|---|---|")
     print(f"| {wall_s:.1f} | {compile_s:.1f} | {timed_s:.1f} | {wall_s - compile_s - timed_s:.1f} |")
     print("phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in report["phases_s"].items()))

@@ -158,7 +158,11 @@ class Run:
 
         phase = time.perf_counter()
         references = self.references(runner, original)
-        if references is not None:
+        if references is None:
+            for slot in slots[1:]:
+                slot.result.fail("unavailable", "not tried: the original model failed, so there is no reference "
+                                 "to check outputs against", "plan")
+        else:
             runner.check(original, references)
             for index, slot in enumerate(slots[1:], start=2):
                 self.say(f"[{index}/{len(slots)}] {slot.candidate.name}: compiling")
@@ -187,8 +191,7 @@ class Run:
             environment=self.environment(),
             source={"path": str(self.source.path), "format": self.source.format, "sha256": self.source.sha256,
                     "inputs": [vars(i) for i in self.source.inputs], "outputs": [vars(o) for o in self.source.outputs],
-                    "exported_onnx": bool(export_error == "" and model_source.ONNX in sources
-                                          and self.source.format != model_source.ONNX),
+                    "exported_onnx": self.source.format != model_source.ONNX and model_source.ONNX in sources,
                     "export_error": export_error},
             candidates=self.rows, winner=winner, verdict=verdict, tie_with=tie_with,
         )

@@ -15,9 +15,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from runners.backends.base import TensorInfo
-from runners.backends.torch import (
-    example_arrays, export_specs, flatten_outputs, load_export, load_torchscript, outputs_from_run, plain_module,
-    to_torch, torchscript_input_names, trace_module,
+from runners.backends.torch import plain_module, trace_module
+from runners.backends.torch_io import (
+    example_arrays, export_specs, flatten_outputs, load_export, load_torchscript, outputs_from_run, to_torch,
+    torchscript_input_names,
 )
 
 ONNX_OPSET = 18  # the dynamo exporter's own opset (lower ones go through a version converter); ORT and OpenVINO read it

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-SPECS_FILE = "speedster_run/inputs.json"  # read back by runners.backends.torch and orchestrator.torch_artifacts
+from runners.backends.torch_io import INPUTS_FILE
+
 FORMATS = ("torch_export", "torchscript")
 SEED = 0
 
@@ -168,7 +169,7 @@ def save(name: str, path: Path, fmt: str = "torch_export", batch: int = 1, dynam
     model, example = build(name, max(batch, 2) if dynamic_batch else batch)  # export specialises a size-1 dim
     shape = [None if dynamic_batch else batch, *example[0].shape[1:]]
     dims = ["batch" if dynamic_batch else ""] + [""] * (len(shape) - 1)
-    extra = {SPECS_FILE: json.dumps([{"name": "input", "dtype": "float32", "shape": shape, "dim_names": dims}])}
+    extra = {INPUTS_FILE: json.dumps([{"name": "input", "dtype": "float32", "shape": shape, "dim_names": dims}])}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():

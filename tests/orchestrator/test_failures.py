@@ -87,6 +87,7 @@ def test_the_original_failing_means_no_winner(tmp_path, fake_backend_env):
     report = _run(model)
     assert report.winner is None
     assert _row(report, "onnxruntime/fp32").failure.category == "compile"
+    assert "no reference" in _row(report, "fake/fp32-ok").failure.message  # never benchmarked unchecked
     assert report.verdict.startswith("No candidate qualified")
 
 

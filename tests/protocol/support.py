@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from orchestrator.runner_client import RunnerClient
-from runners.server import RunnerServicer
+from runners.servicer import RunnerServicer
 from speedster_run.runner.v1 import GRPC_OPTIONS, SERVICE_NAME
 from speedster_run.runner.v1 import runner_pb2_grpc as pb_grpc
 from tests.protocol.echo_backend import ECHO_BACKENDS

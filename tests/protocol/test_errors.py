@@ -16,7 +16,7 @@ from orchestrator.runner_client import RunnerCallError
 from runners import tensors
 from runners.errors import (CATEGORIES, STATUS_CODES, CandidateError, ChecksumMismatchError, InvalidRequestError,
                             ModelFileMissingError, UnknownModelError, failure, status_code)
-from runners.server import RunnerServicer
+from runners.servicer import RunnerServicer
 from speedster_run.runner.v1 import runner_pb2 as pb
 from tests.protocol.support import TIMEOUT_S, live_runner
 from tests.protocol.models import add_one_model, string_model

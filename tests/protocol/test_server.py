@@ -80,11 +80,11 @@ def test_describe(ort_runner):
 
 
 def test_client_refuses_another_major_version(ort_runner, monkeypatch):
-    monkeypatch.setattr("runners.server.PROTOCOL_VERSION", "2.0")
+    monkeypatch.setattr("runners.servicer.PROTOCOL_VERSION", "2.0")
     with pytest.raises(RunnerCallError, match="protocol 2.0") as caught:
         ort_runner.client.describe(TIMEOUT_S)
     assert caught.value.kind == "protocol"
-    monkeypatch.setattr("runners.server.PROTOCOL_VERSION", "1.99")  # a newer minor version is fine
+    monkeypatch.setattr("runners.servicer.PROTOCOL_VERSION", "1.99")  # a newer minor version is fine
     assert ort_runner.client.describe(TIMEOUT_S).protocol_version == "1.99"
 
 

@@ -1,0 +1,347 @@
+"""The runner's gRPC servicer: one backend's candidates compiled, run, measured and saved, one request at a time."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import platform
+import resource
+import shutil
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+from runners import registry, tensors
+from runners.backends.base import Availability, Backend, LoadedModel, LoadSpec
+from runners.errors import (
+    CandidateError,
+    ChecksumMismatchError,
+    InvalidRequestError,
+    ModelFileMissingError,
+    ProtocolError,
+    UnknownModelError,
+    failure,
+    status_code,
+)
+from runners.files import receive_files, safe_relative, send_files, sha256_file
+from runners.measure import TimingPlan, measure
+from speedster_run.runner.v1 import PROTOCOL_VERSION
+from speedster_run.runner.v1 import runner_pb2 as pb
+from speedster_run.runner.v1 import runner_pb2_grpc as pb_grpc
+
+log = logging.getLogger("runners.servicer")
+
+class _Model:
+    """A loaded candidate and what the runner remembers about it."""
+
+    def __init__(self, loaded: LoadedModel, workdir: Path):
+        self.loaded = loaded
+        self.workdir = workdir
+        self.first_inference_s = 0.0
+        self.has_run = False
+        self.artifact_files: list[str] = []
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this runner process (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def host_facts() -> dict[str, str]:
+    """What the report needs to know about the machine the runner measures on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cpu_count": str(os.cpu_count()),
+        "cpus_allowed": str(len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else "",
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "hostname": platform.node(),
+    }
+
+
+def probe_backend(name: str) -> tuple[Backend | None, Availability]:
+    """Instantiates and probes a backend; any failure becomes an "unavailable" answer, never a crash."""
+    try:
+        backend = registry.load_backend(name)
+    except Exception as error:  # a broken plugin or import is reported, not raised
+        return None, Availability(available=False, reason=f"backend {name!r} failed to import: {error}")
+    try:
+        return backend, backend.probe()
+    except Exception as error:
+        return backend, Availability(available=False, reason=f"probe failed: {type(error).__name__}: {error}")
+
+
+def _serialized(method):
+    """One request at a time: compiles and benchmarks must never overlap on the runner's device."""
+
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        with self._lock:
+            try:
+                return method(self, request, context)
+            except ProtocolError as error:
+                context.abort(status_code(error), str(error))
+            except Exception as error:  # a runner bug: INTERNAL as errors.py documents (gRPC's default is UNKNOWN)
+                log.exception("%s failed", method.__name__)
+                context.abort(status_code(error), f"{type(error).__name__}: {error}")
+
+    return wrapper
+
+
+class RunnerServicer(pb_grpc.RunnerServiceServicer):
+    def __init__(self, backend_name: str, workdir: Path):
+        self._lock = threading.Lock()
+        self.backend_name = backend_name
+        self.workdir = workdir
+        self.backend, self.availability = probe_backend(backend_name)
+        self.models: dict[str, _Model] = {}
+        self.uploads: dict[str, Path] = {}
+        self._digests: dict[tuple[str, int, int], str] = {}
+
+    # -- description ------------------------------------------------------------------------------------------
+    @_serialized
+    def Describe(self, request, context):
+        avail = self.availability
+        return pb.DescribeResponse(
+            protocol_version=PROTOCOL_VERSION,
+            backend=self.backend_name,
+            available=avail.available,
+            unavailable_reason=avail.reason,
+            versions=avail.versions,
+            devices=list(avail.devices),
+            offers=[
+                pb.Offer(
+                    precision=o.precision,
+                    variant=o.variant,
+                    devices=list(o.devices),
+                    formats=list(o.formats),
+                    description=o.description,
+                )
+                for o in avail.offers
+            ],
+            host=host_facts(),
+        )
+
+    # -- model files --------------------------------------------------------------------------------------------
+    def UploadModel(self, request_iterator, context):
+        with self._lock:
+            upload_id = uuid.uuid4().hex[:12]
+            directory = self.workdir / "uploads" / upload_id
+            directory.mkdir(parents=True)
+            try:
+                files = receive_files(request_iterator, directory)
+            except ProtocolError as error:
+                shutil.rmtree(directory, ignore_errors=True)
+                context.abort(status_code(error), str(error))
+            self.uploads[upload_id] = directory
+            return pb.UploadModelResponse(upload_id=upload_id, files=files)
+
+    def _model_path(self, source: pb.ModelSource) -> Path:
+        which = source.WhichOneof("location")
+        if which == "path":
+            path = Path(source.path)
+        elif which == "upload_id":
+            if source.upload_id not in self.uploads:
+                raise UnknownModelError(f"unknown upload {source.upload_id!r}")
+            if not source.file_name:
+                raise InvalidRequestError("a model given by upload_id needs file_name")
+            path = self.uploads[source.upload_id] / safe_relative(source.file_name)
+        else:
+            raise InvalidRequestError("ModelSource needs a path or an upload_id")
+        if not path.is_file():
+            raise ModelFileMissingError(f"model file {path} is not visible to this runner")
+        if source.sha256:
+            stat = path.stat()
+            key = (str(path), stat.st_size, stat.st_mtime_ns)
+            if key not in self._digests:  # hashing a multi-GB file once per run is enough
+                self._digests[key] = sha256_file(path)
+            if self._digests[key] != source.sha256:
+                raise ChecksumMismatchError(f"{path}: sha256 differs from the orchestrator's copy")
+        return path
+
+    # -- candidate lifecycle ------------------------------------------------------------------------------------
+    @_serialized
+    def Load(self, request, context):
+        if not self.availability.available or self.backend is None:
+            return pb.LoadResponse(failure=failure("unavailable", self.availability.reason))
+        path = self._model_path(request.model)
+        try:
+            calibration = [tensors.set_from_proto(s) for s in request.calibration]
+        except tensors.TensorFormatError as error:
+            raise InvalidRequestError(str(error)) from None
+        model_id = uuid.uuid4().hex[:12]
+        workdir = self.workdir / "models" / model_id
+        workdir.mkdir(parents=True)
+        spec = LoadSpec(
+            model_path=path,
+            format=request.model.format,
+            device=request.device or "cpu",
+            precision=request.precision or "fp32",
+            variant=request.variant or "default",
+            options=dict(request.options),
+            threads=request.threads,
+            calibration=calibration,
+            workdir=workdir,
+        )
+        started = time.perf_counter()
+        try:
+            loaded = self.backend.load(spec)
+        except Exception as error:
+            shutil.rmtree(workdir, ignore_errors=True)
+            return pb.LoadResponse(failure=_candidate_failure(error, "compile"), peak_rss_bytes=peak_rss_bytes())
+        compile_s = time.perf_counter() - started
+        try:
+            inputs = [_spec_to_proto(t) for t in loaded.inputs]
+            outputs = [_spec_to_proto(t) for t in loaded.outputs]
+        except tensors.TensorFormatError as error:  # a string input, say: the protocol cannot carry it
+            loaded.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+            return pb.LoadResponse(failure=failure("unavailable", str(error)), peak_rss_bytes=peak_rss_bytes())
+        self.models[model_id] = _Model(loaded, workdir)
+        return pb.LoadResponse(
+            model_id=model_id,
+            compile_s=compile_s,
+            inputs=inputs,
+            outputs=outputs,
+            details={k: str(v) for k, v in loaded.details.items()},
+            peak_rss_bytes=peak_rss_bytes(),
+        )
+
+    def _model(self, model_id: str) -> _Model:
+        if model_id not in self.models:
+            raise UnknownModelError(f"unknown model id {model_id!r}")
+        return self.models[model_id]
+
+    def _run_first(self, model: _Model, feeds) -> tuple[dict, int]:
+        """Runs once, remembering the first inference's latency (lazy initialisation shows up there)."""
+        begin = time.perf_counter_ns()
+        outputs = model.loaded.run(feeds)
+        latency_ns = time.perf_counter_ns() - begin
+        if not model.has_run:
+            model.has_run = True
+            model.first_inference_s = latency_ns / 1e9
+        return outputs, latency_ns
+
+    @_serialized
+    def Infer(self, request, context):
+        model = self._model(request.model_id)
+        feeds = _decode_inputs(request.inputs)
+        first = not model.has_run
+        try:
+            outputs, latency_ns = self._run_first(model, feeds)
+            encoded = tensors.set_to_proto(outputs)
+        except Exception as error:
+            return pb.InferResponse(failure=_candidate_failure(error, "runtime"))
+        return pb.InferResponse(outputs=encoded, latency_ns=latency_ns, first_inference=first)
+
+    @_serialized
+    def Benchmark(self, request, context):
+        model = self._model(request.model_id)
+        feeds = _decode_inputs(request.inputs)
+        plan = TimingPlan(
+            warmup_iterations=max(0, request.warmup_iterations),
+            min_iterations=max(1, request.min_iterations),
+            max_iterations=max(1, request.max_iterations or 1000),
+            max_time_s=request.max_time_s if request.max_time_s > 0 else 2.0,
+            window_iterations=max(1, request.window_iterations or 10),
+            stability_pct=request.stability_pct if request.stability_pct > 0 else 5.0,
+            stable_windows=max(1, request.stable_windows or 3),
+        )
+        first_s = 0.0
+        try:
+            if not model.has_run:
+                self._run_first(model, feeds)
+                first_s = model.first_inference_s
+            timing = measure(lambda: model.loaded.run(feeds), plan)
+        except Exception as error:
+            return pb.BenchmarkResponse(failure=_candidate_failure(error, "runtime"))
+        return pb.BenchmarkResponse(
+            latencies_ns=timing.latencies_ns,
+            stable=timing.stable,
+            first_inference_s=first_s,
+            peak_rss_bytes=peak_rss_bytes(),
+            clock="monotonic_ns",
+        )
+
+    @_serialized
+    def SaveArtifact(self, request, context):
+        model = self._model(request.model_id)
+        directory = model.workdir / "artifact"
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        try:
+            artifact = model.loaded.save(directory)
+        except Exception as error:
+            return pb.SaveArtifactResponse(failure=_candidate_failure(error, "runtime"))
+        model.artifact_files = list(artifact.files)
+        return pb.SaveArtifactResponse(
+            manifest=pb.ArtifactManifest(
+                backend=self.backend_name,
+                format=artifact.format,
+                file_name=artifact.file_name,
+                precision=artifact.precision,
+                variant=artifact.variant,
+                options=artifact.options,
+                files=list(artifact.files),
+            )
+        )
+
+    def FetchArtifact(self, request, context):
+        with self._lock:
+            try:
+                model = self._model(request.model_id)
+                if not model.artifact_files:
+                    raise InvalidRequestError("call SaveArtifact before FetchArtifact")
+            except ProtocolError as error:
+                context.abort(status_code(error), str(error))
+            # Materialised under the lock so that an Unload cannot remove files mid-stream.
+            chunks = list(send_files(model.workdir / "artifact", model.artifact_files))
+        yield from chunks
+
+    @_serialized
+    def Unload(self, request, context):
+        model = self.models.pop(request.model_id, None)
+        if model is None:
+            raise UnknownModelError(f"unknown model id {request.model_id!r}")
+        try:
+            model.loaded.close()
+        finally:
+            shutil.rmtree(model.workdir, ignore_errors=True)
+        return pb.UnloadResponse()
+
+
+def _spec_to_proto(info) -> pb.TensorSpec:
+    return pb.TensorSpec(
+        name=info.name,
+        dtype=tensors.dtype_code(info.dtype),
+        shape=[-1 if d is None else int(d) for d in info.shape],
+        dim_names=list(info.dim_names),
+    )
+
+
+def _decode_inputs(tensor_set: pb.TensorSet) -> dict:
+    try:
+        return tensors.set_from_proto(tensor_set)
+    except tensors.TensorFormatError as error:
+        raise InvalidRequestError(str(error)) from None
+
+
+def _candidate_failure(error: Exception, default_category: str) -> pb.Failure:
+    """Turns anything a backend raised into an in-band failure; MemoryError is always "oom"."""
+    detail = "".join(traceback.format_exception(error))
+    if isinstance(error, CandidateError):
+        return failure(error.category, error.message, error.detail or detail)
+    category = "oom" if isinstance(error, MemoryError) else default_category
+    message = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+    return failure(category, message, detail)
