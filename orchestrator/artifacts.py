@@ -21,6 +21,29 @@ def check_save_dir(path: Path) -> None:
         raise UserError(f"--save {path}: exists and is not an empty directory; choose a new directory")
 
 
+def write_chunks(chunks, target: Path) -> dict[str, str]:
+    """Writes a FetchArtifact stream into target as it arrives; returns each file's sha256."""
+    digests: dict[str, hashlib._Hash] = {}
+    handle = None
+    try:
+        for chunk in chunks:
+            if chunk.file_name not in digests:
+                if handle is not None:
+                    handle.close()
+                path = target / safe_relative(chunk.file_name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                handle = open(path, "wb")
+                digests[chunk.file_name] = hashlib.sha256()
+            handle.write(chunk.data)
+            digests[chunk.file_name].update(chunk.data)
+            if chunk.last and chunk.sha256 and chunk.sha256 != digests[chunk.file_name].hexdigest():
+                raise CallFailure("runtime", f"artifact file {chunk.file_name} arrived corrupted (sha256 mismatch)")
+    finally:
+        if handle is not None:
+            handle.close()
+    return {name: digest.hexdigest() for name, digest in digests.items()}
+
+
 def save_winner(run, report: RunReport) -> Path:
     """Asks the winner's runner to save its artifact, streams the files into --save DIR and writes the manifest."""
     config = run.config
@@ -33,23 +56,8 @@ def save_winner(run, report: RunReport) -> Path:
         raise CallFailure("runtime", f"saving {slot.result.name} failed: {answer.failure.message}")
     target = config.save_dir
     target.mkdir(parents=True, exist_ok=True)
-    digests: dict[str, hashlib._Hash] = {}
-    handles = {}
-    try:
-        chunks = runner.pool.call(slot.candidate.backend,
-                                  lambda c: list(c.fetch_artifact(slot.model_id, config.timeout_s)))
-        for chunk in chunks:
-            name = chunk.file_name
-            if name not in handles:
-                path = target / safe_relative(name)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                handles[name] = open(path, "wb")
-                digests[name] = hashlib.sha256()
-            handles[name].write(chunk.data)
-            digests[name].update(chunk.data)
-    finally:
-        for handle in handles.values():
-            handle.close()
+    digests = runner.pool.call(slot.candidate.backend,
+                               lambda c: write_chunks(c.fetch_artifact(slot.model_id, config.timeout_s), target))
     manifest = answer.manifest
     result = slot.result
     data = {
@@ -60,7 +68,7 @@ def save_winner(run, report: RunReport) -> Path:
         "precision": manifest.precision,
         "variant": manifest.variant,
         "options": dict(manifest.options),
-        "files": {name: digest.hexdigest() for name, digest in digests.items()},
+        "files": digests,
         "device": slot.candidate.device,
         "threads": config.effective_threads,
         "inputs": [vars(i) for i in run.source.inputs],

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+from pathlib import Path
 
 import numpy as np
 
 from orchestrator.compare import compare, tolerance_for
 from orchestrator.config import RunConfig
+from orchestrator.model_source import model_files
 from orchestrator.planner import Candidate
 from orchestrator.pool import CallFailure, RunnerPool
 from orchestrator.report import CandidateResult
@@ -63,32 +65,54 @@ class CandidateRunner:
         self.sources = sources  # model format -> where runners find it
         self.samples = samples
         self.calibration = [tensors.set_to_proto(s) for s in samples]
+        self._uploads: dict[tuple[str, int, str], pb.ModelSource] = {}
 
-    def _fail(self, slot: Slot, error: CallFailure, stage: str) -> None:
-        slot.result.fail(error.category, error.message, stage, runner_log=error.runner_log,
-                         reproduce=reproduce_command(self.config, slot.candidate))
+    def _model_source(self, backend: str, generation: int, fmt: str) -> pb.ModelSource:
+        """Where the runner finds the model: the shared path, or an upload made once per runner and format."""
+        source = self.sources[fmt]
+        if self.pool.sandbox.shares_filesystem:
+            return source
+        key = (backend, generation, fmt)
+        if key not in self._uploads:
+            path = Path(source.path)
+            names = model_files(path, fmt)
+            upload_id = self.pool.call(backend, lambda c: c.upload(path.parent, names, self.config.timeout_s))
+            self._uploads[key] = pb.ModelSource(upload_id=upload_id, file_name=path.name, sha256=source.sha256,
+                                                format=fmt)
+        return self._uploads[key]
 
-    def _fail_in_band(self, slot: Slot, failure: pb.Failure, stage: str) -> None:
-        slot.result.fail(CATEGORY_NAMES.get(failure.category, "runtime"), failure.message, stage,
-                         detail=failure.detail, reproduce=reproduce_command(self.config, slot.candidate))
+    def _call(self, slot: Slot, stage: str, action):
+        """action(client) on the candidate's runner; None, with the row marked failed, when the call broke (timeout,
+        crash) or the runner answered with an in-band failure."""
+        reproduce = reproduce_command(self.config, slot.candidate)
+        try:
+            answer = self.pool.call(slot.candidate.backend, action)
+        except CallFailure as error:
+            slot.result.fail(error.category, error.message, stage, runner_log=error.runner_log, reproduce=reproduce)
+            return None
+        if answer.HasField("failure") and answer.failure.category:
+            slot.result.fail(CATEGORY_NAMES.get(answer.failure.category, "runtime"), answer.failure.message, stage,
+                             detail=answer.failure.detail, reproduce=reproduce)
+            return None
+        return answer
 
     def load(self, slot: Slot, device: str | None = None) -> bool:
         """Compiles the candidate (on `device` when given, for the CPU reference run); False when it failed."""
         candidate = slot.candidate
+        try:
+            generation = self.pool.generation(candidate.backend)
+            source = self._model_source(candidate.backend, generation, candidate.format)
+        except CallFailure as error:  # the runner would not start, or the upload broke
+            slot.result.fail(error.category, error.message, "load", runner_log=error.runner_log)
+            return False
         request = pb.LoadRequest(
-            model=self.sources[candidate.format], device=device or candidate.device,
+            model=source, device=device or candidate.device,
             precision=candidate.precision, variant=candidate.variant, threads=self.config.effective_threads,
             # Only quantisation needs the sample inputs: other loads stay small messages.
             calibration=self.calibration if candidate.precision == "int8" else [],
         )
-        try:
-            generation = self.pool.generation(candidate.backend)
-            answer = self.pool.call(candidate.backend, lambda c: c.load(request, self.config.timeout_s))
-        except CallFailure as error:
-            self._fail(slot, error, "load")
-            return False
-        if answer.HasField("failure") and answer.failure.category:
-            self._fail_in_band(slot, answer.failure, "load")
+        answer = self._call(slot, "load", lambda c: c.load(request, self.config.timeout_s))
+        if answer is None:
             return False
         slot.model_id, slot.generation = answer.model_id, generation
         result = slot.result
@@ -110,14 +134,8 @@ class CandidateRunner:
         """Runs every sample; None (and a failed row) when a run fails."""
         results = []
         for sample in self.samples:
-            try:
-                answer = self.pool.call(slot.candidate.backend,
-                                        lambda c: c.infer(slot.model_id, sample, self.config.timeout_s))
-            except CallFailure as error:
-                self._fail(slot, error, "check")
-                return None
-            if answer.HasField("failure") and answer.failure.category:
-                self._fail_in_band(slot, answer.failure, "check")
+            answer = self._call(slot, "check", lambda c: c.infer(slot.model_id, sample, self.config.timeout_s))
+            if answer is None:
                 return None
             if answer.first_inference:
                 slot.result.first_inference_s = answer.latency_ns / 1e9
@@ -153,13 +171,8 @@ class CandidateRunner:
             stable_windows=timing.stable_windows,
         )
         deadline_s = (round_budget_s if round_iterations is None else 0.0) + self.config.timeout_s
-        try:
-            answer = self.pool.call(slot.candidate.backend, lambda c: c.benchmark(request, deadline_s))
-        except CallFailure as error:
-            self._fail(slot, error, "benchmark")
-            return False
-        if answer.HasField("failure") and answer.failure.category:
-            self._fail_in_band(slot, answer.failure, "benchmark")
+        answer = self._call(slot, "benchmark", lambda c: c.benchmark(request, deadline_s))
+        if answer is None:
             return False
         slot.result.latencies_ns.append(list(answer.latencies_ns))
         slot.result.stable_rounds += int(answer.stable)

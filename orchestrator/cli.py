@@ -131,6 +131,9 @@ def optimize_command(argv: list[str]) -> int:
     if config.report_path is not None:
         report.write_json(config.report_path)
         print(f"Report: {config.report_path}")
+    if report.save_error:
+        print(f"speedster-run: error: {report.save_error}", file=sys.stderr)
+        return EXIT_NO_WINNER
     if config.save_dir is not None and report.winner is not None:
         print(f"Saved: {config.save_dir} (load it with orchestrator.loader.load_saved)")
     return EXIT_WINNER if report.winner is not None else EXIT_NO_WINNER

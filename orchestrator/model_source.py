@@ -76,6 +76,18 @@ def inspect_onnx(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
     return inputs, outputs
 
 
+def model_files(path: Path, fmt: str) -> list[str]:
+    """The files that make up a model, relative to its directory: the file itself plus an ONNX file's external data."""
+    if fmt != ONNX:
+        return [path.name]
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    locations = {entry.value for init in model.graph.initializer for entry in init.external_data
+                 if entry.key == "location"}
+    return [path.name] + sorted(locations)
+
+
 def open_model(path: Path, overrides: ShapeOverrides) -> SourceModel:
     """Reads the model's signature; any unreadable model is a UserError with one actionable line."""
     if not path.exists():

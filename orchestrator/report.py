@@ -65,6 +65,7 @@ class RunReport:
     tie_with: list[str] = dataclasses.field(default_factory=list)
     wall_s: float = 0.0
     phases_s: dict[str, float] = dataclasses.field(default_factory=dict)
+    save_error: str = ""  # --save was asked and failed
     report_version: int = REPORT_VERSION
 
     def to_dict(self) -> dict:

@@ -263,7 +263,10 @@ def optimize(config: RunConfig, progress: Progress = _quiet, sandbox: Sandbox | 
             from orchestrator.artifacts import save_winner
 
             progress(f"saving {report.winner} to {config.save_dir}")
-            save_winner(run, report)
+            try:
+                save_winner(run, report)
+            except CallFailure as error:
+                report.save_error = f"could not save {report.winner}: {error}"
     finally:
         pool.close()
         shutil.rmtree(workdir, ignore_errors=True)

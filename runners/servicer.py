@@ -305,9 +305,8 @@ class RunnerServicer(pb_grpc.RunnerServiceServicer):
                     raise InvalidRequestError("call SaveArtifact before FetchArtifact")
             except ProtocolError as error:
                 context.abort(status_code(error), str(error))
-            # Materialised under the lock so that an Unload cannot remove files mid-stream.
-            chunks = list(send_files(model.workdir / "artifact", model.artifact_files))
-        yield from chunks
+            # Streamed under the lock, so that an Unload cannot remove files mid-stream; one chunk in memory at a time.
+            yield from send_files(model.workdir / "artifact", model.artifact_files)
 
     @_serialized
     def Unload(self, request, context):

@@ -38,6 +38,17 @@ def mlp_onnx(path: Path, inputs: int = 256, outputs: int = 64, batch="batch") ->
     return save_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
+def mystery_onnx(path: Path) -> Path:
+    """Valid ONNX that no runtime implements (an op of an unknown domain): the original model cannot run."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Mystery", ["x"], ["y"], domain="com.example")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
+    return save_onnx(helper.make_model(graph, opset_imports=opsets), path)
+
+
 @pytest.fixture
 def mlp_model(tmp_path: Path) -> Path:
     return mlp_onnx(tmp_path / "mlp.onnx")

@@ -7,27 +7,17 @@ import zipfile
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-ort = pytest.importorskip("onnxruntime")
+import torch
+import onnxruntime as ort
 
 from orchestrator import zoo  # noqa: E402
+from tests.torch_models import TwoInTwoOut  # noqa: E402
 from orchestrator.torch_artifacts import (  # noqa: E402
     TorchArtifactError, TorchExportError, detect_format, export_onnx, inspect_torch_artifact,
 )
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit:DeprecationWarning")  # TorchScript is deprecated
 SUFFIX = {"torch_export": ".pt2", "torchscript": ".torchscript"}
-
-
-class TwoInTwoOut(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.embedding = torch.nn.Embedding(16, 8)
-        self.head = torch.nn.Linear(8, 3)
-
-    def forward(self, features, ids):
-        pooled = self.embedding(ids).mean(1) + features
-        return self.head(pooled), pooled
 
 
 @pytest.fixture(scope="module")

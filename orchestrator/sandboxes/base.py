@@ -32,6 +32,8 @@ class Sandbox(abc.ABC):
     """Starts and stops runners. Every implementation cleans up in stop() and in close(), whatever happened."""
 
     name: str
+    # False where runners cannot read the orchestrator's files (remote hosts): models are then streamed to them.
+    shares_filesystem: bool = True
 
     @abc.abstractmethod
     def start(self, backend: str, threads: int, ready_timeout_s: float) -> RunnerProcess:

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from runners.backends.base import LoadSpec  # noqa: E402

@@ -7,29 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from orchestrator import zoo  # noqa: E402
 from runners.backends.base import LoadSpec  # noqa: E402
 from runners.backends.torch import TorchBackend  # noqa: E402
 from runners.errors import CandidateError  # noqa: E402
+from tests.torch_models import TwoInTwoOut  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit:DeprecationWarning")  # TorchScript is deprecated
 FORMATS = ("torch_export", "torchscript")
 SUFFIX = {"torch_export": ".pt2", "torchscript": ".torchscript"}
-
-
-class TwoInTwoOut(torch.nn.Module):
-    """float features [batch, 8] and int64 token ids [batch, 4] -> (logits [batch, 3], pooled embedding [batch, 8])."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.embedding = torch.nn.Embedding(16, 8)
-        self.head = torch.nn.Linear(8, 3)
-
-    def forward(self, features, ids):
-        pooled = self.embedding(ids).mean(1) + features
-        return self.head(pooled), pooled
 
 
 class ConvOnly(torch.nn.Module):

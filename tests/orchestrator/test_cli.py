@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, mlp_onnx, save_onnx
+from tests.conftest import REPO, mlp_onnx, mystery_onnx, save_onnx
 
 FAST = ["--time-budget", "0.3", "--rounds", "2", "--samples", "2", "--warmup", "2"]
 
@@ -65,15 +65,7 @@ def test_user_errors_exit_2_with_one_line(tmp_path, mlp_model):
 
 
 def test_no_qualifying_candidate_exits_1(tmp_path):
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph([helper.make_node("Mystery", ["x"], ["y"], domain="com.example")], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
-    model = save_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                              helper.make_opsetid("com.example", 1)]),
-                      tmp_path / "mystery.onnx")
-    result = cli("--model", model, "--backends", "onnxruntime", *FAST)
+    result = cli("--model", mystery_onnx(tmp_path / "mystery.onnx"), "--backends", "onnxruntime", *FAST)
     assert result.returncode == 1, result.stderr
     assert "No candidate qualified" in result.stdout
 

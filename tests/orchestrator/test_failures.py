@@ -73,18 +73,10 @@ def test_a_hanging_compile_is_killed_at_the_deadline(mlp_model, fake_backend_env
 
 
 def test_the_original_failing_means_no_winner(tmp_path, fake_backend_env):
-    from onnx import TensorProto, helper
+    from tests.conftest import mystery_onnx
 
-    from tests.conftest import save_onnx
-
-    # Valid ONNX that no runtime implements: the reference cannot be computed, so nothing can qualify.
-    graph = helper.make_graph([helper.make_node("Mystery", ["x"], ["y"], domain="com.example")], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
-    model = save_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                              helper.make_opsetid("com.example", 1)]),
-                      tmp_path / "mystery.onnx")
-    report = _run(model)
+    # The reference cannot be computed, so nothing can qualify.
+    report = _run(mystery_onnx(tmp_path / "mystery.onnx"))
     assert report.winner is None
     assert _row(report, "onnxruntime/fp32").failure.category == "compile"
     assert "no reference" in _row(report, "fake/fp32-ok").failure.message  # never benchmarked unchecked
