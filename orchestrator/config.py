@@ -42,7 +42,8 @@ class RunConfig:
     timeout_s: float = 600.0  # deadline of one compile; other calls get deadlines derived from the timing
     report_path: Path | None = None
     save_dir: Path | None = None
-    sandbox: str = "local"
+    sandbox: str = "local"  # local, docker, remote, auto
+    runners: tuple[tuple[str, str], ...] = ()  # --runner NAME=ADDR: already-running runners (remote sandbox)
 
     @property
     def effective_threads(self) -> int:

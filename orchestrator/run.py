@@ -251,12 +251,14 @@ def optimize(config: RunConfig, progress: Progress = _quiet, sandbox: Sandbox | 
     samples = prepare_samples(config, source)
     backends = select_backends(config)
     if sandbox is None:
-        from orchestrator.sandboxes.local import LocalSandbox
+        from orchestrator.sandboxes.factory import make_sandbox
 
-        sandbox = LocalSandbox()
+        sandbox = make_sandbox(config)
     pool = RunnerPool(sandbox, config.effective_threads)
     workdir = Path(tempfile.mkdtemp(prefix="speedster-run-model-"))
     try:
+        for directory in (source.path.resolve().parent, workdir):  # the model (and its external data), exports
+            sandbox.share(directory)
         run = Run(config, source, samples, pool, workdir, progress)
         report = run.execute(backends)
         if config.save_dir is not None and report.winner is not None:

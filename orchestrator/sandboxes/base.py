@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from pathlib import Path
 
 
 @dataclasses.dataclass
@@ -58,6 +59,10 @@ class Sandbox(abc.ABC):
     @abc.abstractmethod
     def reproduce_command(self, runner: RunnerProcess) -> str:
         """A shell command that starts the same runner by hand."""
+
+    def share(self, directory: Path) -> None:
+        """Makes a directory readable by the runners started from now on (the model's, and where export writes).
+        Runners in a local process read everything already."""
 
     def close(self) -> None:
         """Releases everything the sandbox started."""
