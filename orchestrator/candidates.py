@@ -71,7 +71,8 @@ class CandidateRunner:
         """Where the runner finds the model: the shared path, or an upload made once per runner and format."""
         source = self.sources[fmt]
         if self.pool.sandbox.shares_filesystem:
-            return source
+            path = self.pool.sandbox.runner_path(backend, source.path)  # a container may mount it elsewhere
+            return source if path == source.path else pb.ModelSource(path=path, sha256=source.sha256, format=fmt)
         key = (backend, generation, fmt)
         if key not in self._uploads:
             path = Path(source.path)
@@ -96,8 +97,8 @@ class CandidateRunner:
             return None
         return answer
 
-    def load(self, slot: Slot, device: str | None = None) -> bool:
-        """Compiles the candidate (on `device` when given, for the CPU reference run); False when it failed."""
+    def load(self, slot: Slot) -> bool:
+        """Compiles the candidate in its runner; False (and a failed row) when it failed."""
         candidate = slot.candidate
         try:
             generation = self.pool.generation(candidate.backend)
@@ -106,7 +107,7 @@ class CandidateRunner:
             slot.result.fail(error.category, error.message, "load", runner_log=error.runner_log)
             return False
         request = pb.LoadRequest(
-            model=source, device=device or candidate.device,
+            model=source, device=candidate.device,
             precision=candidate.precision, variant=candidate.variant, threads=self.config.effective_threads,
             # Only quantisation needs the sample inputs: other loads stay small messages.
             calibration=self.calibration if candidate.precision == "int8" else [],
@@ -120,6 +121,9 @@ class CandidateRunner:
             result.compile_s = answer.compile_s
         result.details = dict(answer.details)
         result.runner = self.pool.runner_description(candidate.backend)
+        process = self.pool.runner_process(candidate.backend)
+        if process is not None and process.image:
+            result.image, result.image_digest = process.image, process.image_digest
         result.peak_rss_mb = answer.peak_rss_bytes / 2**20
         return True
 

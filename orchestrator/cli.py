@@ -18,6 +18,7 @@ from pathlib import Path
 
 from orchestrator.config import PRECISIONS, RunConfig, TimingConfig, parse_device
 from orchestrator.errors import UserError
+from orchestrator.sandboxes.factory import SANDBOXES
 
 EXIT_WINNER, EXIT_NO_WINNER, EXIT_USER_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -80,7 +81,68 @@ def run_parser() -> argparse.ArgumentParser:
                    help="deadline of one runner call (a compile, an inference), in seconds (default 600)")
     p.add_argument("--report", type=Path, default=None, metavar="report.json", help="write the full report here")
     p.add_argument("--save", type=Path, default=None, metavar="DIR", help="write the winner's artifact and manifest")
+    p.add_argument("--sandbox", choices=SANDBOXES, default=None,
+                   help="where runners live: auto (the default: a backend's Docker image where the engine answers and "
+                        "the image exists, else a local process), local processes, docker containers (hardened, one "
+                        "image per backend), remote (already running, given with --runner)")
+    p.add_argument("--runner", action="append", default=[], metavar="NAME=ADDR",
+                   help="an already-running runner for backend NAME at host:port or unix:///path (repeatable); "
+                        "implies --sandbox remote, and the backends tried are those given (unless --backends narrows)")
+    p.add_argument("--runner-tls-ca", type=Path, default=None, metavar="PATH",
+                   help="PEM CA that signed the runners' certificates: connect over TLS (required off loopback)")
+    p.add_argument("--runner-tls-server-name", default=None, metavar="NAME",
+                   help="the name in the runners' certificates, when it differs from the host in ADDR")
+    p.add_argument("--runner-tls-cert", type=Path, default=None, metavar="PATH",
+                   help="client certificate for runners that require mutual TLS (with --runner-tls-key)")
+    p.add_argument("--runner-tls-key", type=Path, default=None, metavar="PATH", help="key of --runner-tls-cert")
+    p.add_argument("--runner-token-file", type=Path, default=None, metavar="PATH",
+                   help="file with the runners' bearer token (default: $SPEEDSTER_RUN_TOKEN; required off loopback)")
+    p.add_argument("--runner-insecure", action="store_true",
+                   help="allow non-loopback runners without TLS and a token (a trusted private network only)")
     return p
+
+
+def _remote_settings(args: argparse.Namespace):
+    """(sandbox, runners, backends, security) from --sandbox, --runner and the TLS/token options; UserError if bad."""
+    from orchestrator.config import RunnerSecurity
+    from orchestrator.sandboxes.remote import check_security, parse_runner
+    from runners.security import SecurityConfigError, read_token
+
+    try:
+        runners = tuple(parse_runner(text) for text in args.runner)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    sandbox = args.sandbox or ("remote" if runners else "auto")
+    if runners and sandbox != "remote":
+        raise UserError(f"--runner needs --sandbox remote (or no --sandbox), not --sandbox {sandbox}")
+    backends = args.backends
+    if sandbox != "remote":
+        return sandbox, runners, backends, RunnerSecurity()
+    names = [name for name, _ in runners]
+    if not names:
+        raise UserError("--sandbox remote needs at least one --runner NAME=ADDR")
+    if len(set(names)) < len(names):
+        raise UserError(f"--runner given twice for {next(n for n in names if names.count(n) > 1)}")
+    missing = [name for name in backends or () if name not in names]
+    if missing:
+        raise UserError(f"no --runner given for backend {missing[0]} (--sandbox remote uses only those given)")
+    for option in ("runner_tls_ca", "runner_tls_cert", "runner_tls_key", "runner_token_file"):
+        path = getattr(args, option)
+        if path is not None and not path.is_file():
+            raise UserError(f"--{option.replace('_', '-')} {path}: no such file")
+    if (args.runner_tls_cert is None) != (args.runner_tls_key is None):
+        raise UserError("--runner-tls-cert and --runner-tls-key go together")
+    try:
+        token = read_token(args.runner_token_file)
+    except SecurityConfigError as error:
+        raise UserError(str(error)) from None
+    security = RunnerSecurity(tls_ca=args.runner_tls_ca, tls_cert=args.runner_tls_cert, tls_key=args.runner_tls_key,
+                              server_name=args.runner_tls_server_name, token=token, insecure=args.runner_insecure)
+    try:
+        check_security(runners, security)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    return sandbox, runners, backends or tuple(names), security
 
 
 def build_config(args: argparse.Namespace) -> RunConfig:
@@ -96,14 +158,16 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         from orchestrator.artifacts import check_save_dir
 
         check_save_dir(args.save)
+    sandbox, runners, backends, runner_security = _remote_settings(args)
     return RunConfig(
-        model=args.model, device=device, backends=args.backends, ignore_backends=args.ignore_backends,
+        model=args.model, device=device, backends=backends, ignore_backends=args.ignore_backends,
         precisions=args.precision, metric_drop_ths=args.metric_drop_ths,
         input_shapes=dict(parse_shape_override(text) for text in args.input_shape),
         input_files=tuple(args.inputs), samples=args.samples, seed=args.seed, threads=args.threads,
         timing=TimingConfig(warmup_iterations=args.warmup, iterations=args.iterations,
                             time_budget_s=args.time_budget, rounds=args.rounds),
         timeout_s=args.timeout, report_path=args.report, save_dir=args.save,
+        sandbox=sandbox, runners=runners, runner_security=runner_security,
     )
 
 
@@ -146,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
             from orchestrator.backends_command import backends_command
 
             code = backends_command(argv[1:])
+        elif argv[:1] == ["images"]:
+            from orchestrator.images_command import images_command
+
+            code = images_command(argv[1:])
         elif argv[:1] == ["example-model"]:
             from orchestrator.zoo import main as zoo_main
 

@@ -26,6 +26,24 @@ class TimingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RunnerSecurity:
+    """How the orchestrator reaches runners given with --runner: TLS trusting `tls_ca` (plus a client certificate for
+    mutual TLS), a bearer token, and `insecure` to allow a non-loopback address without them."""
+
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    server_name: str | None = None  # the name the runner's certificate carries, when it differs from the address
+    token: str | None = dataclasses.field(default=None, repr=False)  # never written to the report
+    insecure: bool = False
+
+    def client_options(self) -> dict:
+        """Keyword arguments of RunnerClient and wait_until_serving."""
+        return {"tls_ca": self.tls_ca, "token": self.token, "server_name": self.server_name,
+                "tls_cert": self.tls_cert, "tls_key": self.tls_key}
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     model: Path
     device: str = "cpu"
@@ -44,6 +62,7 @@ class RunConfig:
     save_dir: Path | None = None
     sandbox: str = "local"  # local, docker, remote, auto
     runners: tuple[tuple[str, str], ...] = ()  # --runner NAME=ADDR: already-running runners (remote sandbox)
+    runner_security: RunnerSecurity = RunnerSecurity()  # TLS and token for those runners
 
     @property
     def effective_threads(self) -> int:
@@ -51,6 +70,10 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
+        security = {key: (str(value) if isinstance(value, Path) else value)
+                    for key, value in data["runner_security"].items()}
+        security["token"] = "(set)" if self.runner_security.token else None
+        data["runner_security"] = security
         return {key: (str(value) if isinstance(value, Path) else value) for key, value in data.items()} | {
             "input_files": [str(p) for p in self.input_files],
             "effective_threads": self.effective_threads,

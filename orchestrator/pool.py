@@ -52,7 +52,7 @@ class RunnerPool:
                 raise CallFailure("crash", str(error)) from None
             generation = self._generations.get(backend, 0) + 1
             self._generations[backend] = generation
-            live = self._live[backend] = _Live(process, RunnerClient(process.target), generation)
+            live = self._live[backend] = _Live(process, self.sandbox.client(process), generation)
         return live
 
     def generation(self, backend: str) -> int:
@@ -63,6 +63,11 @@ class RunnerPool:
         """True while the runner of that generation still serves (never starts one)."""
         live = self._live.get(backend)
         return live is not None and live.generation == generation
+
+    def runner_process(self, backend: str) -> RunnerProcess | None:
+        """The backend's live runner, if one is started."""
+        live = self._live.get(backend)
+        return live.process if live else None
 
     def runner_description(self, backend: str) -> str:
         live = self._live.get(backend)
@@ -82,6 +87,11 @@ class RunnerPool:
 
     def _failure(self, backend: str, live: _Live, error: RunnerCallError) -> CallFailure:
         reproduce = self.sandbox.reproduce_command(live.process)
+        if error.kind == "timeout" and not self.sandbox.can_kill:
+            # A remote runner cannot be stopped from here: it stays in use (its loaded candidates too), and its next
+            # call waits until the stuck one finishes, within that call's own deadline.
+            return CallFailure("timeout", "no answer before the deadline; the runner is not ours to kill, so it may "
+                               "still be busy with this call", self.sandbox.logs(live.process), reproduce)
         if error.kind == "timeout":
             self.sandbox.kill(live.process)  # stuck in a compiler: nothing else will stop it
             failure = CallFailure("timeout", "no answer before the deadline; runner killed", "", reproduce)

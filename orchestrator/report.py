@@ -46,6 +46,8 @@ class CandidateResult:
     details: dict[str, str] = dataclasses.field(default_factory=dict)
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
     runner: str = ""
+    image: str = ""  # the runner's container image, when it ran in one (docker sandbox)
+    image_digest: str = ""  # that image's content digest (sha256:...)
     peak_rss_mb: float | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
 

@@ -84,7 +84,8 @@ class Run:
     def describe(self, backends: list[str]) -> None:
         started = time.perf_counter()
         for backend in backends:
-            self.say(f"starting the {backend} runner")
+            kind, note = self.pool.sandbox.placement(backend)
+            self.say(f"starting the {backend} runner ({kind}{': ' + note if note else ''})")
             try:
                 self.descriptions[backend] = self.pool.call(backend, lambda c: c.describe())
             except CallFailure as error:
@@ -109,6 +110,8 @@ class Run:
             return sources, str(error)
         finally:
             self._phase("export", started)
+        for exported in self.workdir.iterdir():  # runners in containers read it as another user
+            exported.chmod(exported.stat().st_mode | (0o555 if exported.is_dir() else 0o444))
         sources[model_source.ONNX] = pb.ModelSource(path=str(onnx_path), sha256=sha256_file(onnx_path),
                                                     format=model_source.ONNX)
         return sources, ""
@@ -240,6 +243,8 @@ class Run:
             "runner_hosts": hosts,
             "threads": self.config.effective_threads,
             "sandbox": self.pool.sandbox.name,
+            "runner_sandboxes": {name: self.pool.sandbox.placement(name)[0] for name in self.descriptions},
+            **self.pool.sandbox.environment(),
             "command": " ".join(sys.argv),
         }
 
@@ -253,12 +258,15 @@ def optimize(config: RunConfig, progress: Progress = _quiet, sandbox: Sandbox | 
     if sandbox is None:
         from orchestrator.sandboxes.factory import make_sandbox
 
-        sandbox = make_sandbox(config)
+        original = planner.ORIGINAL[source.format][0]
+        sandbox = make_sandbox(config, backends + ([original] if original not in backends else []))
     pool = RunnerPool(sandbox, config.effective_threads)
     workdir = Path(tempfile.mkdtemp(prefix="speedster-run-model-"))
+    workdir.chmod(0o755)  # runners in containers read the export as another user
     try:
-        for directory in (source.path.resolve().parent, workdir):  # the model (and its external data), exports
-            sandbox.share(directory)
+        model = source.path.resolve()  # the model and its external data, then where exports go
+        sandbox.share(model.parent, [model.parent / name for name in model_source.model_files(model, source.format)])
+        sandbox.share(workdir)
         run = Run(config, source, samples, pool, workdir, progress)
         report = run.execute(backends)
         if config.save_dir is not None and report.winner is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,16 +25,67 @@ class RunnerCallError(Exception):
         self.kind = kind  # "timeout", "gone" (runner unreachable or died), "protocol"
 
 
-def wait_until_serving(target: str, timeout_s: float) -> bool:
-    """True once the runner's grpc.health.v1 check answers SERVING within timeout_s."""
-    with grpc.insecure_channel(target) as channel:
-        try:
-            grpc.channel_ready_future(channel).result(timeout=timeout_s)
-            answer = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=timeout_s
-            )
-        except (grpc.FutureTimeoutError, grpc.RpcError):
-            return False
+class _CallDetails(collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")),
+        grpc.ClientCallDetails):
+    pass
+
+
+class _TokenMetadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                     grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every call of a plaintext channel (a loopback runner with a token);
+    over TLS the token travels as call credentials instead, which gRPC refuses to send in plaintext."""
+
+    def __init__(self, token: str):
+        self._pair = ("authorization", f"Bearer {token}")
+
+    def _details(self, details):
+        metadata = list(details.metadata or []) + [self._pair]
+        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
+                            getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    intercept_unary_stream = intercept_unary_unary
+    intercept_stream_unary = intercept_unary_unary
+    intercept_stream_stream = intercept_unary_unary
+
+
+def _read(path: str | os.PathLike | None) -> bytes | None:
+    return None if path is None else Path(path).read_bytes()
+
+
+def open_channel(target: str, options=(), tls_ca: str | os.PathLike | None = None, token: str | None = None,
+                 server_name: str | None = None, tls_cert: str | os.PathLike | None = None,
+                 tls_key: str | os.PathLike | None = None) -> grpc.Channel:
+    """A channel to a runner: plaintext, or TLS trusting `tls_ca` (with a client certificate for mutual TLS), the
+    token sent as `authorization: Bearer` metadata; `server_name` overrides the name checked in the certificate."""
+    options = list(options)
+    if tls_ca is None and tls_cert is None:
+        channel = grpc.insecure_channel(target, options=options)
+        return grpc.intercept_channel(channel, _TokenMetadata(token)) if token else channel
+    credentials = grpc.ssl_channel_credentials(root_certificates=_read(tls_ca), private_key=_read(tls_key),
+                                               certificate_chain=_read(tls_cert))
+    if token:
+        credentials = grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(token))
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    return grpc.secure_channel(target, credentials, options=options)
+
+
+def wait_until_serving(target: str, timeout_s: float, **security) -> bool:
+    """True once the runner's grpc.health.v1 check answers SERVING within timeout_s; `security` as open_channel's."""
+    channel = open_channel(target, **security)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+        answer = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=timeout_s
+        )
+    except (grpc.FutureTimeoutError, grpc.RpcError):
+        return False
+    finally:
+        channel.close()
     return answer.status == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -48,9 +101,12 @@ def _translate(error: grpc.RpcError) -> RunnerCallError:
 class RunnerClient:
     """One connection to one runner. Every call takes a deadline in seconds."""
 
-    def __init__(self, target: str):
+    def __init__(self, target: str, tls_ca: str | os.PathLike | None = None, token: str | None = None,
+                 server_name: str | None = None, tls_cert: str | os.PathLike | None = None,
+                 tls_key: str | os.PathLike | None = None):
         self.target = target
-        self._channel = grpc.insecure_channel(target, options=GRPC_OPTIONS)
+        self._channel = open_channel(target, GRPC_OPTIONS, tls_ca=tls_ca, token=token, server_name=server_name,
+                                     tls_cert=tls_cert, tls_key=tls_key)
         self._stub = pb_grpc.RunnerServiceStub(self._channel)
 
     def close(self) -> None:

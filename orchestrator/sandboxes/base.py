@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -15,6 +16,8 @@ class RunnerProcess:
     target: str  # "unix:///path.sock" or "host:port"
     description: str  # how it runs, for the report: "local process pid 123", "container abc"
     handle: object = None  # the sandbox's own handle (Popen, container...)
+    image: str = ""  # the container image it runs from ("speedster-run/onnxruntime:0.1.0"), where there is one
+    image_digest: str = ""  # that image's content digest ("sha256:..."), what the report pins
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +38,9 @@ class Sandbox(abc.ABC):
     name: str
     # False where runners cannot read the orchestrator's files (remote hosts): models are then streamed to them.
     shares_filesystem: bool = True
+    # False where kill() cannot stop a runner (one that others operate): a call past its deadline then leaves the
+    # runner in place, still busy, and the pool keeps using it.
+    can_kill: bool = True
 
     @abc.abstractmethod
     def start(self, backend: str, threads: int, ready_timeout_s: float) -> RunnerProcess:
@@ -60,9 +66,29 @@ class Sandbox(abc.ABC):
     def reproduce_command(self, runner: RunnerProcess) -> str:
         """A shell command that starts the same runner by hand."""
 
-    def share(self, directory: Path) -> None:
-        """Makes a directory readable by the runners started from now on (the model's, and where export writes).
+    def client(self, runner: RunnerProcess):
+        """A RunnerClient connected to the runner (sandboxes with TLS or a token override this)."""
+        from orchestrator.runner_client import RunnerClient
+
+        return RunnerClient(runner.target)
+
+    def share(self, directory: Path, files: Sequence[Path] = ()) -> None:
+        """Makes a directory readable by the runners started from now on (the model's, and where export writes);
+        `files` are those in it the runners will read, for sandboxes to check that their runners can.
         Runners in a local process read everything already."""
+
+    def runner_path(self, backend: str, path: str) -> str:
+        """Where the backend's runner sees a shared file: the same path, unless the sandbox mounted it elsewhere."""
+        return path
+
+    def placement(self, backend: str) -> tuple[str, str]:
+        """(kind, note) of where the backend's runner lives, for the progress output and the report: ("docker",
+        "speedster-run/onnxruntime:0.1.0"), ("local", "no image for torch")..."""
+        return self.name, ""
+
+    def environment(self) -> dict:
+        """What the report should record about the sandbox itself (engine version, images)."""
+        return {}
 
     def close(self) -> None:
         """Releases everything the sandbox started."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+
 from orchestrator.config import RunConfig
 from orchestrator.errors import UserError
 from orchestrator.sandboxes.base import Sandbox
@@ -9,10 +12,57 @@ from orchestrator.sandboxes.base import Sandbox
 SANDBOXES = ("local", "docker", "remote", "auto")
 
 
-def make_sandbox(config: RunConfig) -> Sandbox:
-    """The sandbox named by config.sandbox; a sandbox that cannot work here is a UserError, before anything starts."""
+def docker_options() -> dict:
+    """DockerSandbox limits from the environment: SPEEDSTER_RUN_DOCKER_MEMORY (e.g. 16g), _TMPFS (size of the
+    containers' /tmp, e.g. 4g), _PIDS (process/thread limit)."""
+    options: dict = {}
+    for variable, key, kind in (("SPEEDSTER_RUN_DOCKER_MEMORY", "mem_limit", str),
+                                ("SPEEDSTER_RUN_DOCKER_TMPFS", "tmpfs_size", str),
+                                ("SPEEDSTER_RUN_DOCKER_PIDS", "pids_limit", int)):
+        value = os.environ.get(variable)
+        if value:
+            try:
+                options[key] = kind(value)
+            except ValueError:
+                raise UserError(f"{variable}={value!r}: expected a number") from None
+    return options
+
+
+def make_sandbox(config: RunConfig, backends: Sequence[str] = ()) -> Sandbox:
+    """The sandbox named by config.sandbox; a sandbox that cannot work here is a UserError, before anything starts.
+    `backends` are those the run will start (the docker sandbox checks that each has its image)."""
+    if config.sandbox == "docker":
+        from orchestrator.sandboxes.base import SandboxError
+        from orchestrator.sandboxes.docker import DockerSandbox
+
+        sandbox = DockerSandbox(config.device, **docker_options())
+        try:
+            sandbox.engine()
+            sandbox.check(backends)
+        except SandboxError as error:
+            raise UserError(str(error)) from None
+        return sandbox
+    if config.sandbox == "auto":
+        from orchestrator.sandboxes.auto import AutoSandbox
+
+        return AutoSandbox(config.device, docker_options())
     if config.sandbox == "local":
         from orchestrator.sandboxes.local import LocalSandbox
 
         return LocalSandbox()
+    if config.sandbox == "remote":
+        from orchestrator.sandboxes.remote import RemoteSandbox, check_security
+
+        if not config.runners:
+            raise UserError("--sandbox remote needs at least one --runner NAME=ADDR")
+        try:
+            check_security(config.runners, config.runner_security)
+        except ValueError as error:
+            raise UserError(str(error)) from None
+        given = dict(config.runners)
+        for backend in backends:  # the backends tried come from --runner: only the original's may lack one
+            if backend not in given:
+                raise UserError(f"no --runner given for backend {backend}, which runs the original model to compute "
+                                f"the reference outputs: add --runner {backend}=ADDR")
+        return RemoteSandbox(config.runners, config.runner_security)
     raise UserError(f"unknown sandbox {config.sandbox!r}; use one of {', '.join(SANDBOXES)}")

@@ -16,7 +16,19 @@ import numpy as np
 from runners.backends.base import Artifact, Availability, Backend, LoadedModel, LoadSpec, Offer, TensorInfo
 from runners.errors import CandidateError
 
-VARIANTS = ("ok", "wrong", "abort", "hang", "oom", "abort_in_run", "slow", "fail_compile")
+VARIANTS = ("ok", "wrong", "abort", "hang", "oom", "abort_in_run", "slow", "fail_compile", "memory_hog")
+
+
+def _memory_limit_bytes() -> int | None:
+    """This process's cgroup memory limit (v2 or v1), None when there is none: a hog is only safe inside one."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**50:  # v1 writes a huge number for "no limit"
+            return int(text)
+    return None
 
 
 class _FakeModel(LoadedModel):
@@ -64,6 +76,13 @@ class FakeBackend(Backend):
                 time.sleep(1)
         if spec.variant == "oom":
             raise MemoryError("fake allocation of 1 TiB failed")
+        if spec.variant == "memory_hog":
+            # Touches 4x the container's memory limit, so that the kernel's OOM killer (not Python) stops it.
+            limit = _memory_limit_bytes()
+            if limit is None:
+                raise CandidateError("runtime", "memory_hog runs only under a cgroup memory limit (a container)")
+            hog = np.ones(4 * limit // 8)
+            raise CandidateError("runtime", f"allocated {hog.nbytes} bytes past a {limit}-byte limit unharmed")
         if spec.variant == "fail_compile":
             raise CandidateError("compile", "fake compiler rejected the model", "fake detail")
         return _FakeModel(spec)

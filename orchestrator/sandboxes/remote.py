@@ -1,0 +1,172 @@
+"""Remote sandbox: runners that already run elsewhere (compose services, another host), named with --runner NAME=ADDR.
+
+Nothing is started or killed here: start() checks that the runner answers its health check and hands out its
+address; stop() and kill() only close this run's connection (after unloading what this run loaded). Runners see none
+of the orchestrator's files, so models are streamed to them (shares_filesystem = False). A call past its deadline
+cannot be stopped either (can_kill = False): the candidate is reported as "timeout" and the runner stays in use; its
+next call waits until the stuck one finishes, within that call's own deadline. Their logs belong to their operator.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from collections.abc import Iterable
+
+from orchestrator.config import RunnerSecurity
+from orchestrator.runner_client import RunnerCallError, RunnerClient, wait_until_serving
+from orchestrator.sandboxes.base import ExitInfo, RunnerProcess, Sandbox, SandboxError
+from runners.security import is_loopback
+
+log = logging.getLogger("orchestrator.sandboxes.remote")
+
+# How long start() waits for a runner that does not answer yet (compose may still be starting it).
+READY_TIMEOUT_S = 30.0
+# exit_info() runs while a call failed: a quick probe, so that an unreachable host is reported at once.
+PROBE_TIMEOUT_S = 2.0
+UNLOAD_TIMEOUT_S = 5.0
+
+
+def normalize_address(address: str) -> str:
+    """"host:port", "[v6]:port" or "unix:///path" -> a gRPC target; ValueError for anything else."""
+    address = address.strip()
+    if address.startswith("unix:"):
+        if not address[len("unix:"):].lstrip("/"):
+            raise ValueError(f"{address!r}: a unix socket address needs a path (unix:///run/runner.sock)")
+        return address
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError(f"{address!r}: expected host:port (port 1-65535) or unix:///path.sock")
+    return address
+
+
+def parse_runner(text: str) -> tuple[str, str]:
+    """"NAME=ADDR" -> (name, address); ValueError with what to fix."""
+    name, sep, address = text.partition("=")
+    name = name.strip()
+    if not sep or not name or not address.strip():
+        raise ValueError(f"--runner {text!r}: expected NAME=ADDR, e.g. onnxruntime=127.0.0.1:50051")
+    try:
+        return name, normalize_address(address)
+    except ValueError as error:
+        raise ValueError(f"--runner {text!r}: {error}") from None
+
+
+def check_security(runners: Iterable[tuple[str, str]], security: RunnerSecurity) -> None:
+    """ValueError unless every non-loopback runner is reached over TLS with a token (or `insecure` allows it)."""
+    if security.insecure:
+        return
+    for name, address in runners:
+        if is_loopback(address):
+            continue
+        missing = [what for what, present in (("--runner-tls-ca", security.tls_ca is not None),
+                                              ("a token (--runner-token-file or $SPEEDSTER_RUN_TOKEN)",
+                                               bool(security.token))) if not present]
+        if missing:
+            raise ValueError(f"--runner {name}={address} is not a loopback address: it needs {' and '.join(missing)} "
+                             f"(or --runner-insecure on a trusted private network)")
+
+
+class _TrackingClient(RunnerClient):
+    """A client that remembers what this run loaded, so that stop() can unload it from a runner that outlives us."""
+
+    def __init__(self, target: str, **security):
+        super().__init__(target, **security)
+        self.loaded: list[str] = []
+
+    def load(self, request, timeout_s):
+        answer = super().load(request, timeout_s)
+        if answer.model_id:
+            self.loaded.append(answer.model_id)
+        return answer
+
+    def unload(self, model_id, timeout_s=30.0):
+        if model_id in self.loaded:
+            self.loaded.remove(model_id)
+        super().unload(model_id, timeout_s)
+
+    def close(self) -> None:
+        """Unloads what this run loaded, then closes the channel. Best effort: a runner that is busy (a call past
+        its deadline) or gone keeps what it has."""
+        while self.loaded:
+            try:
+                self.unload(self.loaded[-1], UNLOAD_TIMEOUT_S)
+            except (RunnerCallError, ValueError) as error:  # ValueError: the channel is closed already
+                log.warning("could not unload %d models from %s: %s", len(self.loaded), self.target, error)
+                self.loaded.clear()
+        super().close()
+
+
+class RemoteSandbox(Sandbox):
+    name = "remote"
+    shares_filesystem = False
+    can_kill = False
+
+    def __init__(self, runners: Iterable[tuple[str, str]], security: RunnerSecurity | None = None,
+                 ready_timeout_s: float = READY_TIMEOUT_S):
+        self.runners = dict(runners)
+        self.security = security or RunnerSecurity()
+        self.ready_timeout_s = ready_timeout_s
+        self._clients: dict[int, _TrackingClient] = {}
+
+    def _serving(self, address: str, timeout_s: float) -> bool:
+        return wait_until_serving(address, timeout_s, **self.security.client_options())
+
+    def start(self, backend: str, threads: int, ready_timeout_s: float = READY_TIMEOUT_S) -> RunnerProcess:
+        address = self.runners.get(backend)
+        if address is None:
+            raise SandboxError(f"no --runner given for backend {backend}")
+        if not self._serving(address, min(ready_timeout_s, self.ready_timeout_s)):
+            hint = " (check the address, and --runner-tls-ca if it serves TLS)" if not is_loopback(address) else ""
+            raise SandboxError(f"runner for {backend} at {address} is not serving{hint}")
+        # `threads` cannot be applied to a runner started by someone else: each Load request still carries it.
+        return RunnerProcess(backend=backend, target=address, description=f"remote runner at {address}",
+                             handle=address)
+
+    def placement(self, backend: str) -> tuple[str, str]:
+        return self.name, self.runners.get(backend, "no --runner given")
+
+    def environment(self) -> dict:
+        return {"remote_runners": dict(self.runners), "remote_tls": self.security.tls_ca is not None,
+                "remote_token": bool(self.security.token)}
+
+    def client(self, runner: RunnerProcess) -> RunnerClient:
+        client = _TrackingClient(runner.target, **self.security.client_options())
+        self._clients[id(runner)] = client
+        return client
+
+    def exit_info(self, runner: RunnerProcess) -> ExitInfo | None:
+        if self._serving(runner.target, PROBE_TIMEOUT_S):
+            return None
+        return ExitInfo("crash", f"remote runner at {runner.target} stopped answering")
+
+    def stop(self, runner: RunnerProcess) -> None:
+        """Unloads what this run loaded and closes the connection; the runner itself keeps running."""
+        client = self._clients.pop(id(runner), None)
+        if client is not None:
+            client.close()
+
+    def kill(self, runner: RunnerProcess) -> None:
+        """Nothing to kill: the runner belongs to its operator (can_kill is False, so the pool does not rely on it)."""
+
+    def logs(self, runner: RunnerProcess, max_lines: int = 40) -> str:
+        return ""  # the runner's stderr is on its host: `docker-compose logs <backend>` there
+
+    def reproduce_command(self, runner: RunnerProcess) -> str:
+        words = ["speedster-run", "--sandbox", "remote", "--runner", f"{runner.backend}={runner.target}",
+                 "--backends", runner.backend]
+        if self.security.tls_ca is not None:
+            words += ["--runner-tls-ca", str(self.security.tls_ca)]
+        if self.security.server_name:
+            words += ["--runner-tls-server-name", self.security.server_name]
+        if self.security.tls_cert is not None:
+            words += ["--runner-tls-cert", str(self.security.tls_cert), "--runner-tls-key", str(self.security.tls_key)]
+        if self.security.insecure:
+            words.append("--runner-insecure")
+        command = shlex.join(words) + " --model ..."
+        return command + (" (token: --runner-token-file or $SPEEDSTER_RUN_TOKEN)" if self.security.token else "")
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()

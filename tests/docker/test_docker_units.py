@@ -1,0 +1,53 @@
+"""The docker sandbox's pure parts, no engine needed: where shares are mounted, what an exit means, CPU sets."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from orchestrator.sandboxes.container_spec import cpu_set, device_options, keeps_its_path
+from orchestrator.sandboxes.docker import DockerSandbox, describe_state
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.mark.parametrize("directory, kept", [
+    ("/home/me/models", True), ("/tmp/pytest-of-me/x", True), ("/data", True), ("/var/lib/models", True),
+    ("/tmp", False), ("/", False), ("/opt", False), ("/run", False), ("/usr/share/models", False),
+    ("/etc/models", False), ("/var", False),
+])
+def test_shares_keep_their_path_unless_it_would_hide_the_images_files(directory, kept):
+    assert keeps_its_path(directory) is kept
+
+
+def test_runner_paths_follow_where_each_share_is_mounted(tmp_path):
+    tmp_path.chmod(0o755)
+    sandbox = DockerSandbox()
+    sandbox.share(tmp_path)
+    sandbox.share("/tmp")
+    inner = str(tmp_path / "model.onnx")
+    assert sandbox.runner_path("onnxruntime", inner) == inner  # the deeper share wins, and keeps its path
+    assert sandbox.runner_path("onnxruntime", "/tmp/r50.pt2") == "/speedster-share/1/r50.pt2"
+    assert sandbox.runner_path("onnxruntime", "/elsewhere/x") == "/elsewhere/x"
+
+
+@pytest.mark.parametrize("state, killed, category, words", [
+    ({"Status": "exited", "ExitCode": 137, "OOMKilled": True}, False, "oom", "out of memory (limit 1g)"),
+    ({"Status": "exited", "ExitCode": 134, "OOMKilled": False}, False, "crash", "SIGABRT"),
+    ({"Status": "exited", "ExitCode": 139, "OOMKilled": False}, False, "crash", "SIGSEGV"),
+    ({"Status": "exited", "ExitCode": 137, "OOMKilled": False}, True, "crash", "SIGKILL (sent by the orchestrator)"),
+    ({"Status": "exited", "ExitCode": 3, "OOMKilled": False}, False, "crash", "status 3"),
+])
+def test_container_exits_map_to_failure_categories(state, killed, category, words):
+    info = describe_state(state, "1g", killed)
+    assert info.category == category and words in info.message
+
+
+def test_cpu_sets_and_devices():
+    allowed = sorted(os.sched_getaffinity(0))
+    assert cpu_set(1) == str(allowed[0])
+    assert cpu_set(0) == cpu_set(len(allowed) + 5) == ",".join(map(str, allowed))
+    assert device_options("cpu") == ([], [])
+    assert device_options("cuda:2") == (["2"], []) and device_options("gpu:0") == (["0"], [])
+    assert device_options("neuron:1") == ([], ["/dev/neuron1:/dev/neuron1"])
