@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from orchestrator.errors import UserError
+from orchestrator.images import image_name
 from orchestrator.pool import CallFailure
 from orchestrator.report import RunReport
 from runners.files import safe_relative
@@ -75,6 +76,9 @@ def save_winner(run, report: RunReport) -> Path:
         "outputs": [vars(o) for o in run.source.outputs],
         "source": {"path": str(run.source.path), "sha256": run.source.sha256, "format": run.source.format},
         "backend_versions": result.versions,
+        # The image that runs it where the backend's library is not installed (load_model goes through a runner).
+        "image": result.image or image_name(manifest.backend),
+        "image_digest": result.image_digest,
         "measured": {
             "median_ms": result.stats.median_ms if result.stats else None,
             "speedup": result.speedup,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.compare import compare, tolerance_for
+from orchestrator.compare import Metric, compare, tolerance_for
 from orchestrator.config import RunConfig
 from orchestrator.model_source import model_files
 from orchestrator.planner import Candidate
@@ -59,8 +59,9 @@ class CandidateRunner:
     """Drives candidates through a RunnerPool; every failure lands in the candidate's report row."""
 
     def __init__(self, config: RunConfig, pool: RunnerPool, sources: dict[str, pb.ModelSource],
-                 samples: list[dict[str, np.ndarray]]):
+                 samples: list[dict[str, np.ndarray]], metric: Metric = compare):
         self.config = config
+        self.metric = metric
         self.pool = pool
         self.sources = sources  # model format -> where runners find it
         self.samples = samples
@@ -151,7 +152,7 @@ class CandidateRunner:
         outputs = self.outputs(slot)
         if outputs is None:
             return False
-        comparison = compare(references, outputs, tolerance_for(slot.candidate.precision, self.config.metric_drop_ths))
+        comparison = self.metric(references, outputs, tolerance_for(slot.candidate.precision, self.config.metric_drop_ths))
         slot.result.comparison = comparison
         if not comparison.passed:
             slot.result.fail("accuracy", comparison.problem, "check",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -91,3 +92,8 @@ def compare(
     passed = drop <= tolerance
     problem = "" if passed else f"drop {drop:.3g} exceeds tolerance {tolerance:.3g}"
     return Comparison(passed, drop, tolerance, outputs, problem)
+
+
+# (references, candidate outputs, tolerance) -> Comparison, one dict of outputs per sample: `compare` by default; the
+# Python API passes Speedster's "accuracy" metric or the user's own.
+Metric = Callable[[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]], float], Comparison]

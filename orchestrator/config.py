@@ -63,6 +63,8 @@ class RunConfig:
     sandbox: str = "local"  # local, docker, remote, auto
     runners: tuple[tuple[str, str], ...] = ()  # --runner NAME=ADDR: already-running runners (remote sandbox)
     runner_security: RunnerSecurity = RunnerSecurity()  # TLS and token for those runners
+    exclude: tuple[tuple[str, str | None], ...] = ()  # (backend, variant or None: all) left out of the plan
+    original_may_win: bool = True  # False: the original is the baseline only (the Python API returns a compiled model)
 
     @property
     def effective_threads(self) -> int:

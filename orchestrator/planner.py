@@ -92,6 +92,8 @@ def plan(
         for offer in description.offers:
             if offer.precision not in precisions or device.partition(":")[0] not in offer.devices:
                 continue
+            if (backend, None) in config.exclude or (backend, offer.variant) in config.exclude:
+                continue
             fmt = next((f for f in offer.formats if f in formats), None)
             if fmt is None:
                 skipped.append(Skipped(backend, offer.precision, offer.variant, "export",

@@ -16,6 +16,7 @@ import numpy as np
 from orchestrator import inputs as sample_inputs
 from orchestrator import model_source, planner
 from orchestrator.candidates import CandidateRunner, Slot, new_slot
+from orchestrator.compare import Metric, compare
 from orchestrator.config import RunConfig
 from orchestrator.errors import UserError
 from orchestrator.pool import CallFailure, RunnerPool
@@ -65,8 +66,9 @@ class Run:
     """The steps of one run, in order; every candidate failure becomes a row, never an exception."""
 
     def __init__(self, config: RunConfig, source: model_source.SourceModel, samples: list[dict[str, np.ndarray]],
-                 pool: RunnerPool, workdir: Path, progress: Progress):
+                 pool: RunnerPool, workdir: Path, progress: Progress, metric: Metric = compare):
         self.config = config
+        self.metric = metric
         self.source = source
         self.samples = samples
         self.pool = pool
@@ -156,7 +158,7 @@ class Run:
         sources, export_error = self.model_files()
         slots = self.plan(sources, export_error)
         original = slots[0]
-        runner = self.runner = CandidateRunner(self.config, self.pool, sources, self.samples)
+        runner = self.runner = CandidateRunner(self.config, self.pool, sources, self.samples, self.metric)
         self.slots = slots
 
         phase = time.perf_counter()
@@ -188,7 +190,7 @@ class Run:
                 slot.result.versions = dict(self.descriptions[slot.candidate.backend].versions)
         self.rows = [s.result for s in slots] + self.rows
         self.score(original.result)
-        winner, tie_with, verdict = pick_winner(self.rows, original.result)
+        winner, tie_with, verdict = pick_winner(self.rows, original.result, self.config.original_may_win)
         report = RunReport(
             config=self.config.to_dict(),
             environment=self.environment(),
@@ -249,8 +251,10 @@ class Run:
         }
 
 
-def optimize(config: RunConfig, progress: Progress = _quiet, sandbox: Sandbox | None = None) -> RunReport:
-    """Runs the whole optimisation. Raises UserError before starting anything when the input is bad."""
+def optimize(config: RunConfig, progress: Progress = _quiet, sandbox: Sandbox | None = None,
+             metric: Metric = compare) -> RunReport:
+    """Runs the whole optimisation. Raises UserError before starting anything when the input is bad.
+    `metric` judges each candidate's outputs against the references (default: `compare`)."""
     started = time.perf_counter()
     source = model_source.open_model(config.model, config.input_shapes)
     samples = prepare_samples(config, source)
@@ -267,7 +271,7 @@ def optimize(config: RunConfig, progress: Progress = _quiet, sandbox: Sandbox | 
         model = source.path.resolve()  # the model and its external data, then where exports go
         sandbox.share(model.parent, [model.parent / name for name in model_source.model_files(model, source.format)])
         sandbox.share(workdir)
-        run = Run(config, source, samples, pool, workdir, progress)
+        run = Run(config, source, samples, pool, workdir, progress, metric)
         report = run.execute(backends)
         if config.save_dir is not None and report.winner is not None:
             from orchestrator.artifacts import save_winner

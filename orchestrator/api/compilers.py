@@ -1,0 +1,42 @@
+"""Speedster's compiler and compressor names, mapped onto speedster-run's backends and their variants."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# Speedster compiler name -> (backend, variant or None for all of the backend's candidates). Names whose compiler
+# speedster-run does not ship map to nothing: ignoring them is accepted and changes nothing.
+COMPILERS: dict[str, tuple[tuple[str, str | None], ...]] = {
+    "onnxruntime": (("onnxruntime", None),),
+    "openvino": (("openvino", None),),
+    "tvm": (("tvm", None),),
+    "tensor_rt": (("tensorrt", None),),
+    "onnx_tensor_rt": (("tensorrt", "onnx"),),
+    "torch_tensor_rt": (("tensorrt", "torch"),),
+    "torchscript": (("torch", "torchscript"), ("torch", "dynamic")),  # TorchScript and its int8 (torch.ao)
+    "torch_dynamo": (("torch", "inductor"),),
+    "torch_xla": (("xla", None),),
+    "torch_neuron": (("neuron", None),),
+    "deepsparse": (),
+    "tflite": (),
+    "bladedisc": (),
+    "intel_neural_compressor": (),
+}
+# Compressors (pruning) change the weights; speedster-run keeps the user's weights, so these never run.
+COMPRESSORS = ("sparseml", "intel_pruning")
+
+
+def _check(names: Iterable[str], valid: Iterable[str], argument: str) -> list[str]:
+    names = [names] if isinstance(names, str) else list(names or ())
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise ValueError(f"{argument}: unknown name {unknown[0]!r}; valid names: {', '.join(valid)}")
+    return names
+
+
+def excluded(ignore_compilers: Iterable[str] | None, ignore_compressors: Iterable[str] | None = None
+             ) -> tuple[tuple[str, str | None], ...]:
+    """(backend, variant or None) pairs to leave out; ValueError naming the valid names for an unknown one."""
+    _check(ignore_compressors, COMPRESSORS, "ignore_compressors")
+    names = _check(ignore_compilers, COMPILERS, "ignore_compilers")
+    return tuple(pair for name in names for pair in COMPILERS[name])

@@ -1,0 +1,116 @@
+"""Where an optimized model runs: in this process when its backend's library is importable here, otherwise in the
+backend's runner (its Docker image where one is built, else a local runner process). Both take and return dicts of
+numpy arrays keyed by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from orchestrator.loader import SavedModelError, load_saved
+from runners import registry, tensors
+from speedster_run.runner.v1 import runner_pb2 as pb
+
+EXECUTIONS = ("auto", "in-process", "runner")
+CALL_TIMEOUT_S = 600.0
+
+
+class InProcess:
+    """The saved artifact compiled by the backend in this process (no gRPC on the hot path)."""
+
+    def __init__(self, directory: Path, manifest: dict, device: str, threads: int | None):
+        self.model = load_saved(directory, device=device, threads=threads)
+        self.where = "in-process"
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.model(inputs)
+
+    def close(self) -> None:
+        self.model.close()
+
+
+class InRunner:
+    """The saved artifact loaded in the backend's runner, started in `sandbox` (auto: Docker when the image is
+    built and an engine answers, else a local process); every call goes over the runner protocol."""
+
+    def __init__(self, directory: Path, manifest: dict, device: str, threads: int | None, sandbox: str = "auto"):
+        from orchestrator.config import RunConfig
+        from orchestrator.pool import CallFailure, RunnerPool
+        from orchestrator.sandboxes.factory import make_sandbox
+
+        self.backend = backend = manifest["backend"]
+        config = RunConfig(model=directory / manifest["file_name"], device=device, sandbox=sandbox,
+                           threads=manifest.get("threads", 0) if threads is None else threads)
+        self.pool = RunnerPool(make_sandbox(config, [backend]), config.effective_threads)
+        sandbox_ = self.pool.sandbox
+        try:
+            names = sorted(manifest["files"])
+            if sandbox_.shares_filesystem:
+                sandbox_.share(directory, [directory / n for n in names])
+                path = sandbox_.runner_path(backend, str((directory / manifest["file_name"]).resolve()))
+                source = pb.ModelSource(path=path, format=manifest["format"],
+                                        sha256=manifest["files"][manifest["file_name"]])
+            else:
+                upload = self.pool.call(backend, lambda c: c.upload(directory, names, CALL_TIMEOUT_S))
+                source = pb.ModelSource(upload_id=upload, file_name=manifest["file_name"], format=manifest["format"],
+                                        sha256=manifest["files"][manifest["file_name"]])
+            request = pb.LoadRequest(model=source, device=device, precision=manifest["precision"],
+                                     variant=manifest["variant"], options=manifest.get("options", {}),
+                                     threads=config.effective_threads)
+            answer = self.pool.call(backend, lambda c: c.load(request, CALL_TIMEOUT_S))
+            if answer.failure.category:
+                raise SavedModelError(f"{directory}: the {backend} runner could not load it: {answer.failure.message}")
+        except CallFailure as error:
+            self.pool.close()
+            raise SavedModelError(f"{directory}: the {backend} runner failed: {error}") from None
+        except BaseException:
+            self.pool.close()
+            raise
+        self.model_id = answer.model_id
+        kind = sandbox_.placement(backend)[0]
+        self.where = f"{backend} runner ({kind} sandbox)"
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from orchestrator.pool import CallFailure
+
+        try:
+            answer = self.pool.call(self.backend, lambda c: c.infer(self.model_id, inputs, CALL_TIMEOUT_S))
+        except CallFailure as error:
+            raise RuntimeError(f"the {self.backend} runner failed: {error}") from None
+        if answer.failure.category:
+            raise RuntimeError(f"the {self.backend} runner failed: {answer.failure.message}")
+        return tensors.set_from_proto(answer.outputs)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def importable_here(backend: str) -> str:
+    """"" when the backend can run in this process, else why not."""
+    try:
+        availability = registry.load_backend(backend).probe()
+    except registry.RegistryError as error:
+        return str(error)
+    return "" if availability.available else availability.reason
+
+
+def open_executor(directory: Path, manifest: dict, device: str, threads: int | None, execution: str = "auto",
+                  sandbox: str = "auto"):
+    """An executor for the saved artifact: in-process when possible (or asked), else through a runner."""
+    if execution not in EXECUTIONS:
+        raise ValueError(f"execution={execution!r}; use one of {', '.join(EXECUTIONS)}")
+    if execution == "runner":
+        return InRunner(directory, manifest, device, threads, sandbox)
+    reason = importable_here(manifest["backend"])
+    if not reason:
+        return InProcess(directory, manifest, device, threads)
+    if execution == "in-process":
+        raise SavedModelError(f"{directory}: backend {manifest['backend']} cannot run in this process: {reason}")
+    try:
+        return InRunner(directory, manifest, device, threads, sandbox)
+    except Exception as error:
+        raise SavedModelError(
+            f"{directory}: backend {manifest['backend']} is neither importable here ({reason}) nor runnable in a "
+            f"runner ({error}); install speedster-run[{manifest['backend']}] or build its image with "
+            f"`speedster-run images build {manifest['backend']}` ({manifest.get('image', '')})") from None

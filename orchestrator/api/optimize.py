@@ -1,0 +1,256 @@
+"""optimize_model with Speedster's signature, on top of the orchestrator: export, run every candidate in its
+runner, check outputs with the chosen metric, return the fastest accurate compiled model behind the original's
+interface."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from orchestrator.api import compilers, dynamic, metrics, summary
+from orchestrator.api import input_data as data_forms
+from orchestrator.api.export import evaluating, export, forward_parameters, is_huggingface
+from orchestrator.api.optimized_model import OptimizedModel, write_meta
+from orchestrator.config import RunConfig, TimingConfig, parse_device
+from orchestrator.errors import UserError
+
+OPTIMIZATION_TIMES = {
+    # Every compiler once, each allowed precision, a short measurement.
+    "constrained": TimingConfig(time_budget_s=2.0, rounds=2),
+    # The same candidates measured longer; backends with tuning (TVM) tune in this mode.
+    "unconstrained": TimingConfig(time_budget_s=6.0, rounds=3),
+}
+THREAD_VARIABLES = ("SPEEDSTER_RUN_THREADS_PER_MODEL", "NEBULLVM_THREADS_PER_MODEL")
+
+
+def _say(message: str) -> None:
+    print(f"speedster-run: {message}", file=sys.stderr, flush=True)
+
+
+def _threads() -> int:
+    """Threads per model from the environment (Speedster's NEBULLVM_THREADS_PER_MODEL too); 0: every core."""
+    for variable in THREAD_VARIABLES:
+        value = os.environ.get(variable)
+        if value:
+            if not value.isdigit():
+                raise ValueError(f"{variable}={value!r}: expected a whole number of threads")
+            return int(value)
+    return 0
+
+
+def _device(device: str | None) -> tuple[str, str]:
+    """(the run's device, the torch device outputs go to). Default: the accelerator if there is one."""
+    if device is None:
+        try:
+            import torch
+
+            device = "cuda:0" if torch.cuda.is_available() else "cpu"
+        except ImportError:
+            device = "cpu"
+    kind = device.strip().lower().partition(":")[0]
+    if kind in ("tpu", "neuron"):
+        raise ValueError(f"device={device!r}: no backend installed here runs on {kind.upper()} devices; "
+                         "use cpu, cuda[:N] or gpu[:N]")
+    canonical = parse_device(device)
+    return canonical, "cpu" if canonical == "cpu" else f"cuda:{canonical.partition(':')[2]}"
+
+
+def _onnx_input_names(path: Path) -> list[str]:
+    from orchestrator.model_source import inspect_onnx
+
+    if not path.is_file():
+        raise ValueError(f"model {str(path)!r}: no such file (pass a torch.nn.Module or an ONNX file path)")
+    try:
+        return [i.name for i in inspect_onnx(path)[0]]
+    except UserError as error:
+        raise ValueError(str(error)) from None
+
+
+def _source_model(model: Any, samples: data_forms.Samples, axes: dynamic.DynamicAxes, workdir: Path
+                  ) -> tuple[Path, dict, int | None]:
+    """(model file for the orchestrator, output structure, original size in bytes)."""
+    if isinstance(model, (str, Path)):  # an ONNX model returns its outputs as a list, as ONNX Runtime does
+        from orchestrator.model_source import inspect_onnx
+
+        outputs = inspect_onnx(Path(model))[1]
+        leaves = {"sequence": "list", "items": [{"leaf": i} for i in range(len(outputs))]}
+        return Path(model), leaves, Path(model).stat().st_size
+    path, output_structure = export(model, samples, axes, workdir)
+    size = sum(p.numel() * p.element_size() for p in model.parameters()) + sum(
+        b.numel() * b.element_size() for b in model.buffers())
+    return path, output_structure, size
+
+
+def _npz_files(samples: list[dict[str, np.ndarray]], workdir: Path) -> tuple[Path, ...]:
+    paths = []
+    for index, sample in enumerate(samples):
+        path = workdir / f"sample_{index}.npz"
+        np.savez(path, **sample)
+        paths.append(path)
+    return tuple(paths)
+
+
+def optimize_model(model: Any, input_data: Any, metric_drop_ths: float | None = None, metric: Any = None,
+                   optimization_time: str = "constrained", dynamic_info: dict | None = None,
+                   config_file: str | None = None, ignore_compilers: list[str] | None = None,
+                   ignore_compressors: list[str] | None = None, store_latencies: bool = False,
+                   device: str | None = None, **kwargs: Any) -> OptimizedModel | None:
+    """Speedster's optimize_model: the fastest accurate compiled version of `model`, called like `model`.
+
+    Extra keyword arguments: tokenizer= and tokenizer_args= (HuggingFace with strings as input_data),
+    sandbox= ("auto", "local", "docker"), execution= ("auto", "in-process", "runner": where the returned model
+    runs), backends= (a list of speedster-run backend names), measure_s= (seconds of measurement per candidate,
+    instead of optimization_time's), quiet=True (no progress), report_path= (the run's report.json).
+    Returns None, with a warning, when no compiled candidate matches the original's outputs.
+    """
+    tokenizer = kwargs.pop("tokenizer", None)
+    tokenizer_args = kwargs.pop("tokenizer_args", None)
+    sandbox = kwargs.pop("sandbox", "auto")
+    execution = kwargs.pop("execution", "auto")
+    backends = kwargs.pop("backends", None)
+    quiet = kwargs.pop("quiet", False)
+    report_path = kwargs.pop("report_path", None)
+    measure_s = kwargs.pop("measure_s", None)
+    if kwargs:
+        raise TypeError(f"optimize_model() got unexpected keyword argument(s): {', '.join(kwargs)}")
+    if config_file is not None:
+        raise ValueError("config_file is not supported: pass the options as arguments")
+    if optimization_time not in OPTIMIZATION_TIMES:
+        raise ValueError(f"optimization_time={optimization_time!r}: use {' or '.join(OPTIMIZATION_TIMES)}")
+    say = (lambda message: None) if quiet else _say
+    run_device, torch_device = _device(device)
+    exclude = compilers.excluded(ignore_compilers, ignore_compressors)
+
+    from_file = isinstance(model, (str, Path))
+    # The returned model is a compiled one: a torch model's eager baseline never wins, an ONNX file's baseline
+    # (a plain ONNX Runtime session) is Speedster's onnxruntime compiler and may, unless that is ignored.
+    if from_file:
+        onnx_inputs = _onnx_input_names(Path(model))
+        samples = data_forms.normalize(input_data, onnx_inputs)
+        data_forms.check_arity(samples, onnx_inputs, onnx_inputs)
+    else:
+        if not hasattr(model, "forward") or not callable(model):
+            raise ValueError(f"model is a {type(model).__name__}; pass a torch.nn.Module, a HuggingFace model or an "
+                             "ONNX file path")
+        required, accepted, variadic = forward_parameters(model)
+        samples = data_forms.normalize(input_data, accepted, tokenizer, tokenizer_args)
+        data_forms.check_arity(samples, required, None if variadic else accepted)
+    axes = dynamic.parse(dynamic_info, samples) or dynamic.infer(samples)
+    if axes and dynamic_info is None:
+        say("input_data's shapes vary: dynamic axes " + ", ".join(
+            f"{name}[{axis}]={a.name} {a.min}..{a.max}" for name, per in axes.items() for axis, a in per.items()))
+    dynamic.check_consistent(axes, samples)
+    # The samples checked: the user's, then (dynamic models) every dynamic axis at its min and at its max.
+    extra = [dynamic.resized(samples.arrays[0], axes, pick) for pick in ("min", "max")] if axes else []
+    labels = samples.labels + [None] * len(extra)
+
+    workdir = Path(tempfile.mkdtemp(prefix="speedster-run-api-"))
+    workdir.chmod(0o755)  # runners in containers read it as another user
+    keep = tempfile.TemporaryDirectory(prefix="speedster-run-optimized-")
+    try:
+        say("exporting the model" if not from_file else f"reading {model}")
+        source, output_structure, original_size = _source_model(model, samples, axes, workdir)
+        config = RunConfig(
+            model=source, device=run_device, backends=tuple(backends) if backends else None,
+            ignore_backends=tuple(b for b, variant in exclude if variant is None and b in _registered()),
+            exclude=exclude, metric_drop_ths=metric_drop_ths,
+            input_files=_npz_files(samples.arrays + extra, workdir), threads=_threads(),
+            timing=_timing(optimization_time, measure_s), sandbox=sandbox,
+            original_may_win=from_file and "onnxruntime" not in (ignore_compilers or ()),
+            save_dir=Path(keep.name) / "model", report_path=Path(report_path) if report_path else None)
+        judge = metrics.make_metric(metric, labels, output_structure, samples.framework)
+        from orchestrator.run import optimize
+
+        report = optimize(config, say, metric=judge)
+    except UserError as error:
+        keep.cleanup()
+        raise ValueError(str(error)) from None
+    except BaseException:
+        keep.cleanup()
+        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if report_path:
+        report.write_json(Path(report_path))
+    from orchestrator.report import table
+
+    say("candidates:\n" + table(report))
+    if store_latencies:
+        say(f"latencies written to {summary.write_latencies(report, Path.cwd(), _model_name(model))}")
+    if report.winner is None or report.save_error:
+        keep.cleanup()
+        say(f"WARNING: no optimized model: {report.save_error or report.verdict}")
+        return None
+    saved = Path(keep.name) / "model"
+    first = samples.arrays[0]
+    meta = {
+        "input_names": samples.names,
+        "input_dtypes": {n: str(a.dtype) for n, a in first.items()},
+        "input_shapes": {n: list(a.shape) for n, a in first.items()},
+        "dynamic_axes": dynamic.to_json(axes),
+        "output_structure": output_structure,
+        "framework": samples.framework,
+        "as_keywords": samples.as_keywords,
+        "device": run_device,
+        "torch_device": torch_device,
+        "source": "onnx" if from_file else ("huggingface" if is_huggingface(model) else "torch"),
+        "verdict": report.verdict,
+    }
+    write_meta(saved, meta)
+    optimized = OptimizedModel(saved, meta, execution=execution, sandbox=sandbox, keep=keep)
+    shapes = {}
+    if axes and not from_file:
+        with evaluating(model):
+            shapes = _latency_by_shape(model, optimized, samples, axes)
+    optimized.summary = {"verdict": report.verdict, "latency_by_shape": shapes}
+    optimized.report = report
+    artifact_size = sum((saved / name).stat().st_size for name in optimized.manifest["files"])
+    batch = next(iter(first.values())).shape[0] if first and next(iter(first.values())).ndim else 1
+    say("results:\n" + summary.speedster_table(report, batch, original_size, artifact_size, shapes))
+    say(f"{report.verdict} The optimized model runs {optimized.execution}.")
+    return optimized
+
+
+def _timing(optimization_time: str, measure_s: float | None) -> TimingConfig:
+    timing = OPTIMIZATION_TIMES[optimization_time]
+    return timing if measure_s is None else dataclasses.replace(timing, time_budget_s=float(measure_s),
+                                                                warmup_iterations=2)
+
+
+def _registered() -> list[str]:
+    from runners import registry
+
+    return registry.names()
+
+
+def _model_name(model: Any) -> str:
+    return Path(model).stem if isinstance(model, (str, Path)) else type(model).__name__
+
+
+def _latency_by_shape(model: Any, optimized: OptimizedModel, samples: data_forms.Samples,
+                      axes: dynamic.DynamicAxes) -> dict[str, dict[str, float]]:
+    """The original (eager torch) and the optimized model timed at the dynamic axes' min, opt and max sizes."""
+    import torch
+
+    from runners.backends.torch_io import to_torch
+
+    measured = {}
+    for pick in ("min", "opt", "max"):
+        sample = dynamic.resized(samples.arrays[0], axes, pick)
+        args = [to_torch(sample[n], "cpu") for n in samples.names]
+        device_args = [a.to(optimized.meta["torch_device"]) for a in args]
+        with torch.inference_mode():
+            original = summary.time_calls(
+                (lambda: model(**dict(zip(samples.names, args)))) if samples.as_keywords else (lambda: model(*args)))
+        fast = summary.time_calls(lambda: optimized(*device_args))
+        label = ", ".join(f"{a.name}={getattr(a, pick)}" for a in {a.name: a for per in axes.values()
+                                                                    for a in per.values()}.values())
+        measured[f"{pick} ({label})"] = {"original": original, "optimized": fast}
+    return measured
