@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,21 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_BACKEND = "fake=tests.fakes.fake_backend:FakeBackend"
+FAST = ["--time-budget", "0.3", "--rounds", "2", "--samples", "2", "--warmup", "2"]  # CLI runs that check behaviour
+
+
+def cli(*args, env=None) -> subprocess.CompletedProcess:
+    """`speedster-run ARGS` in a fresh interpreter (env: the whole environment, default this one)."""
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=REPO, timeout=600, env=env)
+
+
+def assert_user_error(result: subprocess.CompletedProcess, fragment: str) -> None:
+    """Exit status 2 with one line (no traceback) containing `fragment`."""
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert fragment in lines[0], lines[0]
 
 
 def save_onnx(model, path: Path) -> Path:

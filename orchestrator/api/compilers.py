@@ -8,15 +8,16 @@ from collections.abc import Iterable
 # speedster-run does not ship map to nothing: ignoring them is accepted and changes nothing.
 COMPILERS: dict[str, tuple[tuple[str, str | None], ...]] = {
     "onnxruntime": (("onnxruntime", None),),
-    "openvino": (("openvino", None),),
+    "openvino": (("openvino", None), ("onnxruntime-openvino", None)),
     "tvm": (("tvm", None),),
-    "tensor_rt": (("tensorrt", None),),
-    "onnx_tensor_rt": (("tensorrt", "onnx"),),
+    "tensor_rt": (("tensorrt", None), ("onnxruntime", "tensorrt")),
+    "onnx_tensor_rt": (("tensorrt", "default"), ("onnxruntime", "tensorrt")),
     "torch_tensor_rt": (("tensorrt", "torch"),),
     "torchscript": (("torch", "torchscript"), ("torch", "dynamic")),  # TorchScript and its int8 (torch.ao)
     "torch_dynamo": (("torch", "inductor"),),
     "torch_xla": (("xla", None),),
     "torch_neuron": (("neuron", None),),
+    "iree": (("iree", None),),  # not one of Speedster's: speedster-run's own addition
     "deepsparse": (),
     "tflite": (),
     "bladedisc": (),
@@ -40,3 +41,8 @@ def excluded(ignore_compilers: Iterable[str] | None, ignore_compressors: Iterabl
     _check(ignore_compressors, COMPRESSORS, "ignore_compressors")
     names = _check(ignore_compilers, COMPILERS, "ignore_compilers")
     return tuple(pair for name in names for pair in COMPILERS[name])
+
+
+def only(*names: str) -> list[str]:
+    """ignore_compilers that leaves just these compilers in (tests and users who want one backend)."""
+    return [name for name in COMPILERS if name not in names]

@@ -143,6 +143,10 @@ def evaluating(model: Any) -> Iterator[None]:
 
 def export(model: Any, samples: Samples, axes: dynamic.DynamicAxes, out_dir: Path) -> tuple[Path, dict]:
     """(the archive, the output structure). Tries torch.export, then a TorchScript trace."""
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        import copy  # the archive is a CPU program, portable to every runner; the user's model stays where it is
+
+        model = copy.deepcopy(model).to("cpu")
     with evaluating(model), (_eager_attention(model) if is_huggingface(model) else contextlib.nullcontext()):
         return _export(model, samples, axes, out_dir)
 

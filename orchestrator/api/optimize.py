@@ -97,6 +97,32 @@ def _npz_files(samples: list[dict[str, np.ndarray]], workdir: Path) -> tuple[Pat
     return tuple(paths)
 
 
+def _samples(model: Any, input_data: Any, tokenizer: Any, tokenizer_args: dict | None) -> data_forms.Samples:
+    """input_data as named samples, checked against the ONNX file's inputs or the module's forward()."""
+    if isinstance(model, (str, Path)):
+        onnx_inputs = _onnx_input_names(Path(model))
+        samples = data_forms.normalize(input_data, onnx_inputs)
+        data_forms.check_arity(samples, onnx_inputs, onnx_inputs)
+        return samples
+    if not hasattr(model, "forward") or not callable(model):
+        raise ValueError(f"model is a {type(model).__name__}; pass a torch.nn.Module, a HuggingFace model or an ONNX "
+                         "file path")
+    required, accepted, variadic = forward_parameters(model)
+    samples = data_forms.normalize(input_data, accepted, tokenizer, tokenizer_args)
+    data_forms.check_arity(samples, required, None if variadic else accepted)
+    return samples
+
+
+def _dynamic_axes(dynamic_info: dict | None, samples: data_forms.Samples, say) -> dynamic.DynamicAxes:
+    """The user's dynamic_info, or the axes whose size varies across the samples; every sample fits them."""
+    axes = dynamic.parse(dynamic_info, samples) or dynamic.infer(samples)
+    if axes and dynamic_info is None:
+        say("input_data's shapes vary: dynamic axes " + ", ".join(
+            f"{name}[{axis}]={a.name} {a.min}..{a.max}" for name, per in axes.items() for axis, a in per.items()))
+    dynamic.check_consistent(axes, samples)
+    return axes
+
+
 def optimize_model(model: Any, input_data: Any, metric_drop_ths: float | None = None, metric: Any = None,
                    optimization_time: str = "constrained", dynamic_info: dict | None = None,
                    config_file: str | None = None, ignore_compilers: list[str] | None = None,
@@ -129,24 +155,8 @@ def optimize_model(model: Any, input_data: Any, metric_drop_ths: float | None = 
     exclude = compilers.excluded(ignore_compilers, ignore_compressors)
 
     from_file = isinstance(model, (str, Path))
-    # The returned model is a compiled one: a torch model's eager baseline never wins, an ONNX file's baseline
-    # (a plain ONNX Runtime session) is Speedster's onnxruntime compiler and may, unless that is ignored.
-    if from_file:
-        onnx_inputs = _onnx_input_names(Path(model))
-        samples = data_forms.normalize(input_data, onnx_inputs)
-        data_forms.check_arity(samples, onnx_inputs, onnx_inputs)
-    else:
-        if not hasattr(model, "forward") or not callable(model):
-            raise ValueError(f"model is a {type(model).__name__}; pass a torch.nn.Module, a HuggingFace model or an "
-                             "ONNX file path")
-        required, accepted, variadic = forward_parameters(model)
-        samples = data_forms.normalize(input_data, accepted, tokenizer, tokenizer_args)
-        data_forms.check_arity(samples, required, None if variadic else accepted)
-    axes = dynamic.parse(dynamic_info, samples) or dynamic.infer(samples)
-    if axes and dynamic_info is None:
-        say("input_data's shapes vary: dynamic axes " + ", ".join(
-            f"{name}[{axis}]={a.name} {a.min}..{a.max}" for name, per in axes.items() for axis, a in per.items()))
-    dynamic.check_consistent(axes, samples)
+    samples = _samples(model, input_data, tokenizer, tokenizer_args)
+    axes = _dynamic_axes(dynamic_info, samples, say)
     # The samples checked: the user's, then (dynamic models) every dynamic axis at its min and at its max.
     extra = [dynamic.resized(samples.arrays[0], axes, pick) for pick in ("min", "max")] if axes else []
     labels = samples.labels + [None] * len(extra)
@@ -163,6 +173,8 @@ def optimize_model(model: Any, input_data: Any, metric_drop_ths: float | None = 
             exclude=exclude, metric_drop_ths=metric_drop_ths,
             input_files=_npz_files(samples.arrays + extra, workdir), threads=_threads(),
             timing=_timing(optimization_time, measure_s), sandbox=sandbox,
+            # The answer is a compiled model: a torch model's eager baseline never wins; an ONNX file's baseline (a
+            # plain ONNX Runtime session) is Speedster's onnxruntime compiler, and may unless that is ignored.
             original_may_win=from_file and "onnxruntime" not in (ignore_compilers or ()),
             save_dir=Path(keep.name) / "model", report_path=Path(report_path) if report_path else None)
         judge = metrics.make_metric(metric, labels, output_structure, samples.framework)
@@ -188,6 +200,15 @@ def optimize_model(model: Any, input_data: Any, metric_drop_ths: float | None = 
         keep.cleanup()
         say(f"WARNING: no optimized model: {report.save_error or report.verdict}")
         return None
+    return _wrap(model, report, samples, axes, output_structure, original_size, keep, run_device, torch_device,
+                 execution, sandbox, say)
+
+
+def _wrap(model: Any, report, samples: data_forms.Samples, axes: dynamic.DynamicAxes, output_structure: dict,
+          original_size: int | None, keep: tempfile.TemporaryDirectory, run_device: str, torch_device: str,
+          execution: str, sandbox: str, say) -> OptimizedModel:
+    """The saved winner behind the original's interface, timed at the dynamic axes' sizes; prints the summary."""
+    from_file = isinstance(model, (str, Path))
     saved = Path(keep.name) / "model"
     first = samples.arrays[0]
     meta = {
@@ -212,7 +233,8 @@ def optimize_model(model: Any, input_data: Any, metric_drop_ths: float | None = 
     optimized.summary = {"verdict": report.verdict, "latency_by_shape": shapes}
     optimized.report = report
     artifact_size = sum((saved / name).stat().st_size for name in optimized.manifest["files"])
-    batch = next(iter(first.values())).shape[0] if first and next(iter(first.values())).ndim else 1
+    leading = next(iter(first.values()))
+    batch = leading.shape[0] if leading.ndim else 1
     say("results:\n" + summary.speedster_table(report, batch, original_size, artifact_size, shapes))
     say(f"{report.verdict} The optimized model runs {optimized.execution}.")
     return optimized
@@ -242,9 +264,10 @@ def _latency_by_shape(model: Any, optimized: OptimizedModel, samples: data_forms
     from runners.backends.torch_io import to_torch
 
     measured = {}
+    where = next((p.device for p in model.parameters()), torch.device("cpu"))
     for pick in ("min", "opt", "max"):
         sample = dynamic.resized(samples.arrays[0], axes, pick)
-        args = [to_torch(sample[n], "cpu") for n in samples.names]
+        args = [to_torch(sample[n], where) for n in samples.names]
         device_args = [a.to(optimized.meta["torch_device"]) for a in args]
         with torch.inference_mode():
             original = summary.time_calls(

@@ -123,3 +123,20 @@ def test_output_structure_round_trip():
     assert isinstance(rebuilt[1], list) and torch.equal(rebuilt[2]["k"], torch.ones(2))
     with pytest.raises(ValueError, match="not from an allowed library"):
         structure.unflatten({"keys": [], "items": [], "class": "os:system"}, [])
+
+
+def test_threads_and_devices_as_speedster_spells_them(monkeypatch):
+    from orchestrator.api.optimize import _device, _threads
+
+    monkeypatch.delenv("SPEEDSTER_RUN_THREADS_PER_MODEL", raising=False)
+    monkeypatch.setenv("NEBULLVM_THREADS_PER_MODEL", "3")
+    assert _threads() == 3
+    monkeypatch.setenv("SPEEDSTER_RUN_THREADS_PER_MODEL", "1")
+    assert _threads() == 1
+    monkeypatch.setenv("SPEEDSTER_RUN_THREADS_PER_MODEL", "two")
+    with pytest.raises(ValueError, match="expected a whole number"):
+        _threads()
+    assert _device("gpu:1") == ("gpu:1", "cuda:1") and _device("cuda") == ("cuda:0", "cuda:0")
+    assert _device(None) == (("cuda:0", "cuda:0") if torch.cuda.is_available() else ("cpu", "cpu"))
+    with pytest.raises(ValueError, match="no backend installed here runs on NEURON"):
+        _device("neuron:0")

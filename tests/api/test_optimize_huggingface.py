@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from orchestrator.api.compilers import only
 from speedster import load_model, optimize_model
 
 transformers = pytest.importorskip("transformers", reason="the dev extra installs transformers")
 pytestmark = pytest.mark.slow
 RUN = {"sandbox": "local", "measure_s": 0.2, "quiet": True}
-ONLY_ORT = ["openvino", "torchscript", "torch_dynamo"]
-ONLY_OPENVINO = ["onnxruntime", "torchscript", "torch_dynamo"]
+ONLY_ORT = only("onnxruntime")
+ONLY_OPENVINO = only("openvino")
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "model", "runs", "fast", "on", "every", "device",
          "speed", "##ster", "optim", "##ize", "token", "##s", "hello", "world"]
 

@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, mlp_onnx, mystery_onnx, save_onnx
+from tests.conftest import FAST, assert_user_error, cli, mlp_onnx, mystery_onnx, save_onnx
 
-FAST = ["--time-budget", "0.3", "--rounds", "2", "--samples", "2", "--warmup", "2"]
-
-
-def cli(*args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=REPO, timeout=600, env=env)
-
-
-def assert_user_error(result: subprocess.CompletedProcess, fragment: str) -> None:
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert fragment in lines[0], lines[0]
 
 
 def test_run_prints_table_and_verdict_and_writes_report(mlp_model, tmp_path):

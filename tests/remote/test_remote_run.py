@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import pytest
@@ -17,22 +15,9 @@ from orchestrator.sandboxes.base import SandboxError
 from orchestrator.sandboxes.factory import make_sandbox
 from orchestrator.sandboxes.remote import RemoteSandbox, parse_runner
 from speedster_run.runner.v1 import runner_pb2 as pb
-from tests.conftest import FAKE_BACKEND, mlp_onnx
-from tests.remote.support import REPO, TOKEN, RemoteRunner, free_port, runner_env
+from tests.conftest import FAKE_BACKEND, FAST, assert_user_error, cli, mlp_onnx
+from tests.remote.support import TOKEN, RemoteRunner, free_port, runner_env
 
-FAST = ["--time-budget", "0.3", "--rounds", "2", "--samples", "2", "--warmup", "2"]
-
-
-def cli(*args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=REPO, timeout=600, env=env)
-
-
-def assert_user_error(result: subprocess.CompletedProcess, fragment: str) -> None:
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert fragment in lines[0], lines[0]
 
 
 def test_cli_run_streams_the_model_to_a_tls_runner_and_leaves_it_running(tls_runner, pki, token_file, tmp_path):
