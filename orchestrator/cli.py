@@ -56,7 +56,7 @@ def run_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="speedster-run", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--model", required=True, type=Path, help="an .onnx file, a TorchScript file or a torch.export .pt2")
-    p.add_argument("--device", default="cpu", help="cpu, cuda[:N] or gpu[:N] (default: cpu)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda[:N], gpu[:N], tpu[:N] or neuron[:N] (default: cpu)")
     p.add_argument("--backends", type=_names, default=None, help="comma-separated backends to try (default: all)")
     p.add_argument("--ignore-backends", type=_names, default=(), help="comma-separated backends to skip")
     p.add_argument("--precision", type=_precisions, default=None,

@@ -9,7 +9,7 @@ from pathlib import Path
 from orchestrator.model_source import ShapeOverrides
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-DEVICE_KINDS = ("cpu", "cuda", "gpu")
+DEVICE_KINDS = ("cpu", "cuda", "gpu", "tpu", "neuron")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +83,9 @@ class RunConfig:
 
 
 def parse_device(text: str) -> str:
-    """"cpu", "cuda", "cuda:1", "gpu", "gpu:0" -> canonical form ("cuda:0" for a bare "cuda"); ValueError if bad."""
+    """"cpu", "cuda", "cuda:1", "gpu:0", "tpu:0", "neuron:1" -> canonical form ("cuda:0" for a bare "cuda");
+    ValueError if bad."""
     kind, sep, index = text.strip().lower().partition(":")
     if kind not in DEVICE_KINDS or (sep and not index.isdigit()) or (kind == "cpu" and sep):
-        raise ValueError(f"unknown device {text!r}; use cpu, cuda[:N] or gpu[:N]")
+        raise ValueError(f"unknown device {text!r}; use cpu, cuda[:N], gpu[:N], tpu[:N] or neuron[:N]")
     return kind if kind == "cpu" else f"{kind}:{int(index or 0)}"

@@ -49,8 +49,10 @@ def wanted_precisions(config: RunConfig) -> tuple[str, ...]:
 
 
 def original_candidate(source_format: str, device: str) -> Candidate:
+    """The baseline: the original on the run's device, or on the CPU where its runtime cannot use that device
+    (TPU, Neuron): speedups are then against the CPU."""
     backend, precision, variant = ORIGINAL[source_format]
-    return Candidate(backend, precision, variant, source_format, device_for(device, ("cpu", "cuda")), True)
+    return Candidate(backend, precision, variant, source_format, device_for(device, ("cpu", "cuda")) or "cpu", True)
 
 
 ACCELERATOR_KINDS = ("cuda", "gpu")

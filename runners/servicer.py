@@ -14,7 +14,7 @@ import traceback
 import uuid
 from pathlib import Path
 
-from runners import registry, tensors
+from runners import device_names, registry, tensors
 from runners.backends.base import Availability, Backend, LoadedModel, LoadSpec
 from runners.errors import (
     CandidateError,
@@ -108,6 +108,7 @@ class RunnerServicer(pb_grpc.RunnerServiceServicer):
         self.models: dict[str, _Model] = {}
         self.uploads: dict[str, Path] = {}
         self._digests: dict[tuple[str, int, int], str] = {}
+        self.device_map = device_names.device_map()  # the orchestrator's device names -> this runner's
 
     # -- description ------------------------------------------------------------------------------------------
     @_serialized
@@ -119,7 +120,7 @@ class RunnerServicer(pb_grpc.RunnerServiceServicer):
             available=avail.available,
             unavailable_reason=avail.reason,
             versions=avail.versions,
-            devices=list(avail.devices),
+            devices=device_names.outward(avail.devices, self.device_map),
             offers=[
                 pb.Offer(
                     precision=o.precision,
@@ -186,7 +187,7 @@ class RunnerServicer(pb_grpc.RunnerServiceServicer):
         spec = LoadSpec(
             model_path=path,
             format=request.model.format,
-            device=request.device or "cpu",
+            device=device_names.inward(request.device or "cpu", self.device_map),
             precision=request.precision or "fp32",
             variant=request.variant or "default",
             options=dict(request.options),

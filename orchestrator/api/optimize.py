@@ -54,12 +54,10 @@ def _device(device: str | None) -> tuple[str, str]:
             device = "cuda:0" if torch.cuda.is_available() else "cpu"
         except ImportError:
             device = "cpu"
-    kind = device.strip().lower().partition(":")[0]
-    if kind in ("tpu", "neuron"):
-        raise ValueError(f"device={device!r}: no backend installed here runs on {kind.upper()} devices; "
-                         "use cpu, cuda[:N] or gpu[:N]")
     canonical = parse_device(device)
-    return canonical, "cpu" if canonical == "cpu" else f"cuda:{canonical.partition(':')[2]}"
+    kind, _, index = canonical.partition(":")
+    # Outputs come back as torch tensors on the GPU asked for; TPU and Neuron results come back on the CPU.
+    return canonical, f"cuda:{index}" if kind in ("cuda", "gpu") else "cpu"
 
 
 def _onnx_input_names(path: Path) -> list[str]:

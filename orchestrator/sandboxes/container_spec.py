@@ -95,6 +95,8 @@ def device_options(device: str) -> tuple[list[str], list[str]]:
         return [index or "0"], []
     if kind == "neuron":
         return [], [f"/dev/neuron{index or 0}:/dev/neuron{index or 0}"]
+    if kind == "tpu":  # TPU v4 and later: one /dev/accelN per chip
+        return [], [f"/dev/accel{index or 0}:/dev/accel{index or 0}"]
     return [], []
 
 

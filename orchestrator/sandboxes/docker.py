@@ -29,6 +29,7 @@ from orchestrator.sandboxes import docker_engine as engine
 from orchestrator.sandboxes.base import ExitInfo, RunnerProcess, Sandbox, SandboxError
 from orchestrator.sandboxes.container_spec import (RUNNER_PYTHON, RUNNER_UID, SHARE_ROOT, SOCKET_DIR, SOCKET_NAME,
                                                   ContainerSpec, cpu_set, device_options, inside, keeps_its_path)
+from runners import device_names
 
 
 @dataclasses.dataclass
@@ -176,6 +177,8 @@ class DockerSandbox(Sandbox):
         if threads > 0:
             for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
                 environment[variable] = str(threads)
+        if device_names.map_for(self.device):  # the container sees the one GPU it gets as GPU 0
+            environment[device_names.ENV_VARIABLE] = device_names.map_for(self.device)
         environment.update(self.env)
         gpu_ids, devices = device_options(self.device)
         mounts = [(str(socket_dir), SOCKET_DIR, False)]

@@ -20,7 +20,8 @@ from runners.errors import CandidateError
 _PROTOBUF_LIMIT_BYTES = 2**31
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
                "all": "ORT_ENABLE_ALL"}
-_MODES = {("fp32", "default"), ("fp16", "default"), ("int8", "dynamic"), ("int8", "static")}
+_MODES = {("fp32", "default"), ("fp16", "default"), ("int8", "dynamic"), ("int8", "static"),
+          ("fp32", "tensorrt"), ("fp16", "tensorrt")}
 # ORT type strings whose numpy name differs from the part inside "tensor(...)".
 _ORT_DTYPES = {"float": "float32", "double": "float64"}
 _OOM_MARKERS = ("out of memory", "failed to allocate memory", "bad_alloc")
@@ -50,6 +51,9 @@ class OnnxRuntimeBackend(Backend):
         ]
         if cuda:
             offers.insert(1, Offer("fp16", "default", cuda, ("onnx",), "float16 weights and compute, fp32 I/O"))
+        if cuda and "TensorrtExecutionProvider" in ort.get_available_providers():
+            offers += [Offer(p, "tensorrt", cuda, ("onnx",), f"TensorRT execution provider, {p} kernels")
+                       for p in ("fp32", "fp16")]
         versions = {"onnxruntime": ort.__version__, "onnx": onnx.__version__}
         return Availability(available=True, versions=versions, devices=("cpu", *gpus), offers=tuple(offers))
 
@@ -125,6 +129,8 @@ def _check_request(spec: LoadSpec) -> None:
         raise CandidateError("unavailable", f"onnxruntime has no {spec.precision}/{spec.variant} mode")
     if device_kind(spec.device) not in ("cpu", "cuda"):
         raise CandidateError("unavailable", f"onnxruntime cannot run on {spec.device!r}")
+    if spec.variant == "tensorrt" and device_kind(spec.device) != "cuda":
+        raise CandidateError("unavailable", "the TensorRT execution provider runs on CUDA devices only")
     level = spec.options.get("graph_optimization_level", "all")
     if level not in _OPT_LEVELS:
         raise CandidateError("compile", f"graph_optimization_level {level!r} is not one of {', '.join(_OPT_LEVELS)}")
@@ -137,6 +143,8 @@ def _prepare(spec: LoadSpec) -> tuple[Path, dict[str, str]]:
         return source, {"source": "artifact", "quantization": f"as saved ({spec.precision} {spec.variant})"}
     if spec.precision == "fp32":
         return source, {"source": "model", "quantization": "none"}
+    if spec.variant == "tensorrt":  # TensorRT picks fp16 kernels itself (trt_fp16_enable): the model stays fp32
+        return source, {"source": "model", "quantization": "none (TensorRT fp16 kernels, fp32 model)"}
     spec.workdir.mkdir(parents=True, exist_ok=True)
     target = _fresh(spec.workdir / f"{source.stem}.{spec.precision}-{spec.variant}.onnx")
     external = _needs_external_data(source)
@@ -185,8 +193,18 @@ def _preprocess(source: Path, workdir: Path, external: bool) -> tuple[Path, str]
         quant_pre_process(source, preprocessed, save_as_external_data=external, all_tensors_to_one_file=True,
                           external_data_location=f"{preprocessed.name}.data")
     except Exception as error:  # noqa: BLE001 - pre-processing only helps; quantise the original instead
-        return source, f"skipped: {_one_line(error)}"
+        return _copy_into(source, workdir), f"skipped: {_one_line(error)}"
     return preprocessed, "done"
+
+
+def _copy_into(source: Path, workdir: Path) -> Path:
+    """The model (and its external data) copied into workdir: the quantizers write "<model>-inferred.onnx" beside
+    their input, and the model's own directory may be read-only (a container's mount)."""
+    target = workdir / "original"
+    target.mkdir(exist_ok=True)
+    for name in (source.name, *_external_files(source)):
+        shutil.copy2(source.parent / name, target / name)
+    return target / source.name
 
 
 def _quantize_static(source: Path, target: Path, external: bool, spec: LoadSpec) -> dict[str, str]:
@@ -251,12 +269,25 @@ def _make_session(model_path: Path, spec: LoadSpec) -> tuple[Any, dict[str, str]
 
 def _providers(spec: LoadSpec, available: list[str]) -> list[Any]:
     """Execution providers in priority order for spec.device, refusing ones this ORT build lacks."""
-    if device_kind(spec.device) == "cpu":
+    # The "provider" option (saved artifacts, user choice) asks for TensorRT as the "tensorrt" variant does.
+    tensorrt = spec.variant == "tensorrt" or spec.options.get("provider") == "tensorrt"
+    return execution_providers(spec.device, spec.precision, tensorrt, spec.workdir, available)
+
+
+def execution_providers(device: str, precision: str, tensorrt: bool, workdir: Path,
+                        available: list[str]) -> list[Any]:
+    """[(provider, options) or name, ...] for InferenceSession, first choice first; CPU last as ORT's fallback for
+    the nodes a GPU provider does not take. TensorRT keeps its engines and timing cache under workdir: rebuilding an
+    engine for every session would cost minutes on big models."""
+    if device_kind(device) == "cpu":
         return ["CPUExecutionProvider"]
-    device = {"device_id": device_index(spec.device)}
-    providers: list[Any] = [("CUDAExecutionProvider", device), "CPUExecutionProvider"]
-    if spec.options.get("provider") == "tensorrt":
-        providers.insert(0, ("TensorrtExecutionProvider", device))
+    ids = {"device_id": device_index(device)}
+    providers: list[Any] = [("CUDAExecutionProvider", ids), "CPUExecutionProvider"]
+    if tensorrt:
+        cache = str(workdir / "tensorrt-cache")
+        providers.insert(0, ("TensorrtExecutionProvider", {
+            **ids, "trt_fp16_enable": precision == "fp16", "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": cache, "trt_timing_cache_enable": True, "trt_timing_cache_path": cache}))
     for name in (p[0] for p in providers if isinstance(p, tuple)):
         if name not in available:
             raise CandidateError("unavailable", f"this onnxruntime build has no {name}")

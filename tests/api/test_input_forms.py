@@ -138,5 +138,4 @@ def test_threads_and_devices_as_speedster_spells_them(monkeypatch):
         _threads()
     assert _device("gpu:1") == ("gpu:1", "cuda:1") and _device("cuda") == ("cuda:0", "cuda:0")
     assert _device(None) == (("cuda:0", "cuda:0") if torch.cuda.is_available() else ("cpu", "cpu"))
-    with pytest.raises(ValueError, match="no backend installed here runs on NEURON"):
-        _device("neuron:0")
+    assert _device("neuron:1") == ("neuron:1", "cpu") and _device("tpu") == ("tpu:0", "cpu")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers  # the dev extra installs it: a missing one is a failure, not a skip
 
 from orchestrator.api.compilers import only
 from speedster import load_model, optimize_model
 
-transformers = pytest.importorskip("transformers", reason="the dev extra installs transformers")
 pytestmark = pytest.mark.slow
 RUN = {"sandbox": "local", "measure_s": 0.2, "quiet": True}
 ONLY_ORT = only("onnxruntime")

@@ -176,7 +176,6 @@ def test_load_model_errors(cnn, images, tmp_path):
     ({"metric": "accuracy"}, 'metric="accuracy" needs labels'),
     ({"optimization_time": "fast"}, "use constrained or unconstrained"),
     ({"device": "quantum"}, "unknown device"),
-    ({"device": "tpu:0"}, "no backend installed here runs on TPU"),
     ({"dynamic_info": {"inputs": [{0: {"name": "batch", "min_val": 2, "opt_val": 1, "max_val": 4}}]}},
      "need 1 <= min_val <= opt_val <= max_val"),
     ({"dynamic_info": {"inputs": [{4: "batch"}]}}, "axis 4 does not exist"),

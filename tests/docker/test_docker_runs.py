@@ -17,14 +17,15 @@ FAST_TIMING = TimingConfig(time_budget_s=0.3, rounds=2, warmup_iterations=2)
 
 @pytest.fixture(scope="module")
 def docker_run(docker_engine, runner_images, tmp_path_factory):
-    """One run of onnxruntime and openvino, each in its image; returns (report, sandbox, progress lines)."""
+    """One run of onnxruntime and openvino, each in its image, fp32 and int8 (the quantizers write beside the model,
+    which is on a read-only mount here); returns (report, sandbox, progress lines)."""
     directory = tmp_path_factory.mktemp("docker-run")
     directory.chmod(0o755)
     model = mlp_onnx(directory / "mlp.onnx")
     lines: list[str] = []
     sandbox = DockerSandbox(mem_limit="2g")
     config = RunConfig(model=model, backends=("onnxruntime", "openvino"), sandbox="docker", samples=2,
-                       timing=FAST_TIMING)
+                       precisions=("fp32", "int8"), timing=FAST_TIMING)
     report = optimize(config, progress=lines.append, sandbox=sandbox)
     return report, sandbox, lines
 
@@ -32,7 +33,8 @@ def docker_run(docker_engine, runner_images, tmp_path_factory):
 def test_a_run_in_containers_records_images_and_leaves_none(docker_engine, runner_images, docker_run):
     report, sandbox, lines = docker_run
     rows = {row.name: row for row in report.candidates}
-    assert rows["onnxruntime/fp32"].status == "ok" and rows["openvino/fp32"].status == "ok", report.verdict
+    assert {"onnxruntime/int8-dynamic", "onnxruntime/int8-static", "openvino/int8-nncf"} <= set(rows)
+    assert all(row.status == "ok" for row in rows.values()), [(r.name, r.failure) for r in rows.values()]
     assert report.winner is not None
     for backend in ("onnxruntime", "openvino"):
         row = rows[f"{backend}/fp32"]

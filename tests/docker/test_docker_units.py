@@ -51,3 +51,4 @@ def test_cpu_sets_and_devices():
     assert device_options("cpu") == ([], [])
     assert device_options("cuda:2") == (["2"], []) and device_options("gpu:0") == (["0"], [])
     assert device_options("neuron:1") == ([], ["/dev/neuron1:/dev/neuron1"])
+    assert device_options("tpu:2") == ([], ["/dev/accel2:/dev/accel2"])

@@ -107,6 +107,8 @@ def test_a_container_gets_the_runs_device_and_no_other(docker_engine, runner_ima
         assert host["DeviceRequests"] == requests
         assert host["Devices"] == devices
         assert ("--gpus device=1" in spec.command_line()) == (device == "cuda:1")
+        renamed = "SPEEDSTER_RUN_DEVICE_MAP=cuda:1=cuda:0,gpu:1=gpu:0"  # inside, the one GPU it gets is GPU 0
+        assert (renamed in container.attrs["Config"]["Env"]) == (device == "cuda:1")
     finally:
         container.remove(force=True)
         sandbox.close()

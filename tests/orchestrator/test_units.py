@@ -71,7 +71,8 @@ def test_measure_stops_on_stable_windows_and_respects_bounds():
 
 def test_parse_device_and_shapes():
     assert parse_device("cuda") == "cuda:0" and parse_device("GPU:1") == "gpu:1" and parse_device("cpu") == "cpu"
-    for bad in ("tpu", "cuda:x", "cpu:0"):
+    assert parse_device("tpu") == "tpu:0" and parse_device("neuron:2") == "neuron:2"
+    for bad in ("quantum", "cuda:x", "cpu:0"):
         with pytest.raises(ValueError):
             parse_device(bad)
     assert parse_shape_override("ids=1x128:int64") == ("ids", ((1, 128), "int64"))
