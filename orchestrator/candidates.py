@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.compare import Metric, compare, tolerance_for
-from orchestrator.config import RunConfig
+from orchestrator.config import TUNED, RunConfig
 from orchestrator.model_source import model_files
 from orchestrator.planner import Candidate
 from orchestrator.pool import CallFailure, RunnerPool
@@ -52,6 +52,10 @@ def reproduce_command(config: RunConfig, candidate: Candidate) -> str:
         words += ["--inputs", str(path)]
     if config.metric_drop_ths is not None:
         words += ["--metric-drop-ths", f"{config.metric_drop_ths:g}"]
+    if config.tune_budget_s is not None:
+        words += ["--tune-budget", f"{config.tune_budget_s:g}"]
+    for key, value in config.backend_options.get(candidate.backend, {}).items():
+        words += ["--backend-option", f"{candidate.backend}:{key}={value}"]
     return shlex.join(words)
 
 
@@ -110,10 +114,12 @@ class CandidateRunner:
         request = pb.LoadRequest(
             model=source, device=candidate.device,
             precision=candidate.precision, variant=candidate.variant, threads=self.config.effective_threads,
+            options=self.config.load_options(candidate.backend, candidate.variant),
             # Only quantisation needs the sample inputs: other loads stay small messages.
             calibration=self.calibration if candidate.precision == "int8" else [],
         )
-        answer = self._call(slot, "load", lambda c: c.load(request, self.config.timeout_s))
+        deadline_s = self.config.timeout_s + (self.config.tune_budget_s or 0.0) * (candidate.variant == TUNED)
+        answer = self._call(slot, "load", lambda c: c.load(request, deadline_s))
         if answer is None:
             return False
         slot.model_id, slot.generation = answer.model_id, generation

@@ -77,6 +77,12 @@ def run_parser() -> argparse.ArgumentParser:
                    help="seconds of timed runs per candidate, over all rounds (default 3)")
     p.add_argument("--rounds", type=_positive(int), default=3,
                    help="interleaved benchmark rounds: each candidate measures once per round (default 3)")
+    p.add_argument("--tune-budget", type=_positive(float), default=None, metavar="SECONDS",
+                   help="also try the candidates that tune for this model (TVM's MetaSchedule), within this many "
+                        "seconds each; tuning records are cached, so a rerun does not tune again")
+    p.add_argument("--backend-option", action="append", default=[], metavar="BACKEND:KEY=VALUE",
+                   help="an option passed to one backend's compiler, e.g. onnxruntime:graph_optimization_level=basic, "
+                        "tvm:tune_trials=256; repeatable")
     p.add_argument("--timeout", type=_positive(float), default=600.0,
                    help="deadline of one runner call (a compile, an inference), in seconds (default 600)")
     p.add_argument("--report", type=Path, default=None, metavar="report.json", help="write the full report here")
@@ -168,7 +174,20 @@ def build_config(args: argparse.Namespace) -> RunConfig:
                             time_budget_s=args.time_budget, rounds=args.rounds),
         timeout_s=args.timeout, report_path=args.report, save_dir=args.save,
         sandbox=sandbox, runners=runners, runner_security=runner_security,
+        tune_budget_s=args.tune_budget, backend_options=_backend_options(args.backend_option),
     )
+
+
+def _backend_options(items: list[str]) -> dict[str, dict[str, str]]:
+    """--backend-option BACKEND:KEY=VALUE ... -> {backend: {key: value}}; UserError if malformed."""
+    options: dict[str, dict[str, str]] = {}
+    for item in items:
+        backend, colon, pair = item.partition(":")
+        key, equals, value = pair.partition("=")
+        if not (colon and equals and backend and key):
+            raise UserError(f"--backend-option {item!r}: expected BACKEND:KEY=VALUE, e.g. tvm:tune_trials=256")
+        options.setdefault(backend, {})[key] = value
+    return options
 
 
 class Progress:

@@ -9,6 +9,7 @@ from pathlib import Path
 from orchestrator.model_source import ShapeOverrides
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+TUNED = "tuned"  # the variant of backends that tune for the model (minutes): planned only with a tuning budget
 DEVICE_KINDS = ("cpu", "cuda", "gpu", "tpu", "neuron")
 
 
@@ -65,6 +66,15 @@ class RunConfig:
     runner_security: RunnerSecurity = RunnerSecurity()  # TLS and token for those runners
     exclude: tuple[tuple[str, str | None], ...] = ()  # (backend, variant or None: all) left out of the plan
     original_may_win: bool = True  # False: the original is the baseline only (the Python API returns a compiled model)
+    tune_budget_s: float | None = None  # set: also plan the "tuned" variants, each tuning within this budget
+    backend_options: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)  # backend -> its options
+
+    def load_options(self, backend: str, variant: str) -> dict[str, str]:
+        """The options of one candidate's Load: the user's for its backend, plus the tuning budget for "tuned"."""
+        options = dict(self.backend_options.get(backend, {}))
+        if variant == TUNED and self.tune_budget_s is not None:
+            options.setdefault("tune_budget_s", f"{self.tune_budget_s:g}")
+        return options
 
     @property
     def effective_threads(self) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from orchestrator.config import RunConfig
+from orchestrator.config import TUNED, RunConfig
 from orchestrator.model_source import ONNX
 from speedster_run.runner.v1 import runner_pb2 as pb
 
@@ -96,6 +96,8 @@ def plan(
                 continue
             if (backend, None) in config.exclude or (backend, offer.variant) in config.exclude:
                 continue
+            if offer.variant == TUNED and config.tune_budget_s is None:
+                continue  # tuning takes minutes: only when asked (--tune-budget, optimization_time="unconstrained")
             fmt = next((f for f in offer.formats if f in formats), None)
             if fmt is None:
                 skipped.append(Skipped(backend, offer.precision, offer.variant, "export",

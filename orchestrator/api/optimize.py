@@ -24,9 +24,10 @@ from orchestrator.errors import UserError
 OPTIMIZATION_TIMES = {
     # Every compiler once, each allowed precision, a short measurement.
     "constrained": TimingConfig(time_budget_s=2.0, rounds=2),
-    # The same candidates measured longer; backends with tuning (TVM) tune in this mode.
+    # The same candidates measured longer, plus the tuning ones (TVM's MetaSchedule, within a budget).
     "unconstrained": TimingConfig(time_budget_s=6.0, rounds=3),
 }
+UNCONSTRAINED_TUNE_BUDGET_S = 600.0  # per tuning candidate (TVM's MetaSchedule), unless tune_budget_s= says
 THREAD_VARIABLES = ("SPEEDSTER_RUN_THREADS_PER_MODEL", "NEBULLVM_THREADS_PER_MODEL")
 
 
@@ -131,7 +132,9 @@ def optimize_model(model: Any, input_data: Any, metric_drop_ths: float | None = 
     Extra keyword arguments: tokenizer= and tokenizer_args= (HuggingFace with strings as input_data),
     sandbox= ("auto", "local", "docker"), execution= ("auto", "in-process", "runner": where the returned model
     runs), backends= (a list of speedster-run backend names), measure_s= (seconds of measurement per candidate,
-    instead of optimization_time's), quiet=True (no progress), report_path= (the run's report.json).
+    instead of optimization_time's), tune_budget_s= (seconds of tuning per tuning candidate; "unconstrained"
+    tunes for 600 s by default, "constrained" does not tune), quiet=True (no progress), report_path= (the run's
+    report.json).
     Returns None, with a warning, when no compiled candidate matches the original's outputs.
     """
     tokenizer = kwargs.pop("tokenizer", None)
@@ -142,6 +145,8 @@ def optimize_model(model: Any, input_data: Any, metric_drop_ths: float | None = 
     quiet = kwargs.pop("quiet", False)
     report_path = kwargs.pop("report_path", None)
     measure_s = kwargs.pop("measure_s", None)
+    tune_budget_s = kwargs.pop("tune_budget_s", UNCONSTRAINED_TUNE_BUDGET_S if optimization_time == "unconstrained"
+                               else None)
     if kwargs:
         raise TypeError(f"optimize_model() got unexpected keyword argument(s): {', '.join(kwargs)}")
     if config_file is not None:
@@ -170,7 +175,7 @@ def optimize_model(model: Any, input_data: Any, metric_drop_ths: float | None = 
             ignore_backends=tuple(b for b, variant in exclude if variant is None and b in _registered()),
             exclude=exclude, metric_drop_ths=metric_drop_ths,
             input_files=_npz_files(samples.arrays + extra, workdir), threads=_threads(),
-            timing=_timing(optimization_time, measure_s), sandbox=sandbox,
+            timing=_timing(optimization_time, measure_s), sandbox=sandbox, tune_budget_s=tune_budget_s,
             # The answer is a compiled model: a torch model's eager baseline never wins; an ONNX file's baseline (a
             # plain ONNX Runtime session) is Speedster's onnxruntime compiler, and may unless that is ignored.
             original_may_win=from_file and "onnxruntime" not in (ignore_compilers or ()),

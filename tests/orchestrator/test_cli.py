@@ -37,6 +37,7 @@ def test_user_errors_exit_2_with_one_line(tmp_path, mlp_model):
     assert_user_error(cli("--model", corrupt), "is not a valid ONNX model")
     assert_user_error(cli("--model", mlp_model, "--device", "quantum:0"), "unknown device")
     assert_user_error(cli("--model", mlp_model, "--backends", "nope"), "unknown backend 'nope'")
+    assert_user_error(cli("--model", mlp_model, "--backend-option", "tvm=3"), "expected BACKEND:KEY=VALUE")
     assert_user_error(cli("--model", mlp_model, "--input-shape", "x=1x3x4"), "does not fit")
     assert_user_error(cli("--model", mlp_model, "--input-shape", "q=1x256"), "model's inputs are x")
     assert_user_error(cli("--model", mlp_model, "--precision", "fp8"), "unknown precision")

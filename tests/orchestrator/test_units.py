@@ -114,6 +114,18 @@ def test_plan_gates_reduced_precision_on_the_threshold():
     assert skipped[0].category == "export"
 
 
+def test_tuned_variants_only_with_a_budget_and_exclusions_by_variant():
+    descriptions = {"a": _description("a", [("fp32", "default"), ("fp32", "tuned"), ("int8", "static")])}
+    names = lambda config: [c.name for c in plan(descriptions, {"onnx": "m.onnx"}, config)[0]]  # noqa: E731
+    assert names(RunConfig(model="m.onnx")) == ["a/fp32"]
+    tuning = RunConfig(model="m.onnx", tune_budget_s=30, backend_options={"a": {"tune_trials": "8"}})
+    assert names(tuning) == ["a/fp32", "a/fp32-tuned"]
+    assert tuning.load_options("a", "tuned") == {"tune_trials": "8", "tune_budget_s": "30"}
+    assert tuning.load_options("a", "default") == {"tune_trials": "8"} and tuning.load_options("b", "tuned") == {
+        "tune_budget_s": "30"}
+    assert names(RunConfig(model="m.onnx", metric_drop_ths=1, exclude=(("a", "static"),))) == ["a/fp32"]
+
+
 def _row(name, median_ms, spread_ms, precision="fp32", original=False, seed=0):
     rng = np.random.default_rng(seed)
     row = CandidateResult(name=name, backend=name, precision=precision, variant="default", is_original=original,
