@@ -115,8 +115,8 @@ class CandidateRunner:
             model=source, device=candidate.device,
             precision=candidate.precision, variant=candidate.variant, threads=self.config.effective_threads,
             options=self.config.load_options(candidate.backend, candidate.variant),
-            # Only quantisation needs the sample inputs: other loads stay small messages.
-            calibration=self.calibration if candidate.precision == "int8" else [],
+            # Only quantisation and tuning (for the shapes it tunes) need the sample inputs: other loads stay small.
+            calibration=self.calibration if candidate.precision == "int8" or candidate.variant == TUNED else [],
         )
         deadline_s = self.config.timeout_s + (self.config.tune_budget_s or 0.0) * (candidate.variant == TUNED)
         answer = self._call(slot, "load", lambda c: c.load(request, deadline_s))

@@ -40,8 +40,8 @@ PROJECT_WHEELS = WHEELHOUSE / "project"
 
 NAMESPACE = "speedster-run"
 # Built and tested on every machine (CPU only); the others build where their packages install (GPU hosts, clouds).
-CPU_BACKENDS = ("onnxruntime", "openvino", "torch")
-ALL_BACKENDS = CPU_BACKENDS + ("tvm", "tensorrt", "xla", "neuron")
+CPU_BACKENDS = ("onnxruntime", "openvino", "torch", "iree", "tvm")
+ALL_BACKENDS = CPU_BACKENDS + ("tensorrt", "xla", "neuron", "onnxruntime-openvino")
 LOCAL_BASE = "speedster-run/base:bookworm"  # debootstrap'ed here, where no image can be pulled
 OFFICIAL_BASE = "python:3.11-slim-bookworm"  # the Dockerfiles' default, for hosts that can pull
 PYTHON_VERSION = "3.11"  # of every image's venv: the host's wheels must match it

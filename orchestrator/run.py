@@ -29,6 +29,7 @@ from runners.files import sha256_file
 from speedster_run.runner.v1 import runner_pb2 as pb
 
 Progress = Callable[[str], None]
+HOPELESS_FACTOR = 10.0  # a candidate this many times slower than the fastest after a round stops being timed
 
 
 def _quiet(message: str) -> None:
@@ -211,8 +212,9 @@ class Run:
         rounds = max(1, timing.rounds)
         round_budget_s = timing.time_budget_s / rounds
         round_iterations = None if timing.iterations is None else max(1, -(-timing.iterations // rounds))
+        hopeless: set[int] = set()
         for round_index in range(rounds):
-            live = [s for s in slots if s.alive]
+            live = [s for s in slots if s.alive and id(s) not in hopeless]
             if not live:
                 return
             shift = round_index % len(live)
@@ -220,6 +222,21 @@ class Run:
             for slot in live[shift:] + live[:shift]:
                 if not self.runner.benchmark_round(slot, round_budget_s, round_iterations):
                     self.say(f"{slot.candidate.name}: {slot.result.failure.category}: {slot.result.failure.message}")
+            hopeless |= self._hopeless([s for s in live if s.alive], round_index + 1)
+
+    def _hopeless(self, slots: list[Slot], rounds_done: int) -> set[int]:
+        """Candidates so far behind the fastest (HOPELESS_FACTOR) that more rounds cannot change the verdict: they
+        keep the rounds they have (their row says so), and the run does not spend minutes timing them again."""
+        medians = {id(s): float(np.median(s.result.latencies_ns[-1])) for s in slots if s.result.latencies_ns}
+        if not medians:
+            return set()
+        best = min(medians.values())
+        behind = {key for key, median in medians.items() if median > HOPELESS_FACTOR * best}
+        for slot in slots:
+            if id(slot) in behind:
+                slot.result.notes.append(f"measured in {rounds_done} round(s) only: over {HOPELESS_FACTOR:g}x "
+                                         "slower than the fastest candidate")
+        return behind
 
     def score(self, original: CandidateResult) -> None:
         for row in self.rows:

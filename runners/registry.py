@@ -19,6 +19,12 @@ BUILTIN: dict[str, str] = {
     "onnxruntime": "runners.backends.onnxruntime:OnnxRuntimeBackend",
     "openvino": "runners.backends.openvino:OpenVinoBackend",
     "torch": "runners.backends.torch:TorchBackend",
+    "tvm": "runners.backends.tvm:TvmBackend",
+    "tensorrt": "runners.backends.tensorrt:TensorRtBackend",
+    "xla": "runners.backends.xla:XlaBackend",
+    "neuron": "runners.backends.neuron:NeuronBackend",
+    "onnxruntime-openvino": "runners.backends.onnxruntime_openvino:OnnxRuntimeOpenVinoBackend",
+    "iree": "runners.backends.iree:IreeBackend",
 }
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.images import CPU_BACKENDS
 from tests.conftest import REPO
 from tests.docker_support import docker_engine, missing  # noqa: F401  (docker_engine is a fixture)
 
-CPU_BACKENDS = ("onnxruntime", "openvino", "torch")
 SERVING_TIMEOUT_S = 120.0
 
 

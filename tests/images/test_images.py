@@ -17,7 +17,7 @@ from runners import healthcheck
 from tests.images.conftest import CPU_BACKENDS, speedster_run, start_runner, stop_runner
 
 # What the isolation tests rely on: two images whose numpy cannot share one environment.
-NUMPY_MAJOR = {"onnxruntime": "2", "openvino": "1", "torch": "2"}
+NUMPY_MAJOR = {"onnxruntime": "2", "openvino": "1", "torch": "2", "iree": "2", "tvm": "2"}
 
 
 # --- definitions (no engine) ---------------------------------------------------------------------------------------
