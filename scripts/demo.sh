@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Quick start: builds a ResNet-style CNN with random weights, saves it as a torch.export artifact, and lets
-# speedster-run find the fastest way to run it on this CPU with ONNX Runtime, OpenVINO and torch candidates.
+# speedster-run find the fastest way to run it on this CPU with ONNX Runtime, OpenVINO, torch, TVM and IREE candidates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh

@@ -30,7 +30,8 @@ def docker_options() -> dict:
 
 def make_sandbox(config: RunConfig, backends: Sequence[str] = ()) -> Sandbox:
     """The sandbox named by config.sandbox; a sandbox that cannot work here is a UserError, before anything starts.
-    `backends` are those the run will start (the docker sandbox checks that each has its image)."""
+    `backends` are those the run will start (the docker sandbox checks that those named in config.backends have
+    their image)."""
     if config.sandbox == "docker":
         from orchestrator.sandboxes.base import SandboxError
         from orchestrator.sandboxes.docker import DockerSandbox
@@ -38,7 +39,8 @@ def make_sandbox(config: RunConfig, backends: Sequence[str] = ()) -> Sandbox:
         sandbox = DockerSandbox(config.device, **docker_options())
         try:
             sandbox.engine()
-            sandbox.check(backends)
+            # Backends the user named must have their image; others without one become "unavailable" rows.
+            sandbox.check([b for b in backends if b in (config.backends or ())])
         except SandboxError as error:
             raise UserError(str(error)) from None
         return sandbox

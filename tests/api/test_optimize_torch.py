@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from orchestrator.api.compilers import only
 from orchestrator.api.compilers import only
 from speedster import load_model, optimize_model, save_model
 from tests.conftest import mlp_onnx

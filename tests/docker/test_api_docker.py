@@ -16,7 +16,7 @@ def test_optimized_model_runs_in_its_image(runner_images, docker_engine, tmp_pat
 
     model, _ = build("tiny_cnn", batch=2)
     data = [((torch.randn(2, 3, 32, 32),),) for _ in range(2)]
-    optimized = optimize_model(model, data, ignore_compilers=only("openvino"),
+    optimized = optimize_model(model, data, backends=["openvino", "torch"], ignore_compilers=only("openvino"),
                                sandbox="docker", execution="runner", measure_s=0.2, quiet=True)
     rows = [r for r in optimized.report.candidates if r.backend == "openvino"]
     assert rows and all(r.image.startswith("speedster-run/openvino:") and r.image_digest for r in rows)

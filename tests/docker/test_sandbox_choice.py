@@ -58,6 +58,22 @@ def test_docker_with_a_missing_image_is_a_user_error(docker_engine, readable_mod
     assert len(err) == 1 and "no image for fake" in err[0] and "speedster-run images build fake" in err[0]
 
 
+def test_docker_reports_a_backend_it_was_not_asked_for_and_has_no_image_for_as_unavailable(
+        docker_engine, runner_images, readable_model, fake_backend_env, capsys):
+    from runners import registry
+
+    fake_backend_env("ok")  # registered, not named with --backends, no image: a row, not the end of the run
+    others = [name for name in registry.names() if name not in ("onnxruntime", "fake")]
+    report_path = readable_model.parent / "report.json"
+    code = main(["--model", str(readable_model), "--sandbox", "docker", "--ignore-backends", ",".join(others),
+                 "--report", str(report_path), *FAST])
+    assert code == 0, capsys.readouterr().err
+    rows = {row["name"]: row for row in json.loads(report_path.read_text())["candidates"]}
+    assert rows["onnxruntime/fp32"]["status"] == "ok"
+    assert rows["fake"]["failure"]["category"] == "unavailable"
+    assert "no image for fake" in rows["fake"]["failure"]["message"]
+
+
 def test_docker_refuses_a_model_its_containers_cannot_read(docker_engine, runner_images, tmp_path, capsys):
     from tests.conftest import mlp_onnx
 
