@@ -24,6 +24,10 @@ class TimingConfig:
     window_iterations: int = 10
     stability_pct: float = 5.0
     stable_windows: int = 3
+    # After a round, a candidate over `hopeless_factor` times slower than the fastest, and slower than
+    # `hopeless_min_ms` (so that dropping it saves real time), is not timed again: more rounds cannot make it win.
+    hopeless_factor: float = 10.0
+    hopeless_min_ms: float = 100.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,7 +29,6 @@ from runners.files import sha256_file
 from speedster_run.runner.v1 import runner_pb2 as pb
 
 Progress = Callable[[str], None]
-HOPELESS_FACTOR = 10.0  # a candidate this many times slower than the fastest after a round stops being timed
 
 
 def _quiet(message: str) -> None:
@@ -225,16 +224,19 @@ class Run:
             hopeless |= self._hopeless([s for s in live if s.alive], round_index + 1)
 
     def _hopeless(self, slots: list[Slot], rounds_done: int) -> set[int]:
-        """Candidates so far behind the fastest (HOPELESS_FACTOR) that more rounds cannot change the verdict: they
-        keep the rounds they have (their row says so), and the run does not spend minutes timing them again."""
-        medians = {id(s): float(np.median(s.result.latencies_ns[-1])) for s in slots if s.result.latencies_ns}
+        """Candidates so far behind the fastest that more rounds cannot change the verdict (TimingConfig's
+        hopeless_*): they keep the rounds they have (their row says so), and the run does not spend minutes timing
+        them again."""
+        timing = self.config.timing
+        medians = {id(s): float(np.median(s.result.latencies_ns[-1])) / 1e6 for s in slots if s.result.latencies_ns}
         if not medians:
             return set()
         best = min(medians.values())
-        behind = {key for key, median in medians.items() if median > HOPELESS_FACTOR * best}
+        behind = {key for key, median in medians.items()
+                  if median > timing.hopeless_factor * best and median > timing.hopeless_min_ms}
         for slot in slots:
             if id(slot) in behind:
-                slot.result.notes.append(f"measured in {rounds_done} round(s) only: over {HOPELESS_FACTOR:g}x "
+                slot.result.notes.append(f"measured in {rounds_done} round(s) only: over {timing.hopeless_factor:g}x "
                                          "slower than the fastest candidate")
         return behind
 

@@ -17,6 +17,7 @@ from runners import healthcheck
 from tests.images.conftest import CPU_BACKENDS, speedster_run, start_runner, stop_runner
 
 # What the isolation tests rely on: two images whose numpy cannot share one environment.
+MAIN_PACKAGE = {"iree": "iree-base-runtime", "tvm": "apache-tvm"}  # where it differs from the backend's name
 NUMPY_MAJOR = {"onnxruntime": "2", "openvino": "1", "torch": "2", "iree": "2", "tvm": "2"}
 
 
@@ -225,4 +226,5 @@ def test_images_list_shows_sizes_and_versions(built_images):
         assert image in row and re.search(r"\d+(\.\d+)? (MB|GB)", row), row
         pins = images.read_requirements(backend)
         assert f"numpy {pins['numpy']}" in row, row
-        assert f"{backend} {pins[backend]}" in row, row
+        package = MAIN_PACKAGE.get(backend, backend)
+        assert f"{package} {pins[package]}" in row, row

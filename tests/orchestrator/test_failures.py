@@ -102,7 +102,7 @@ def test_interrupt_during_a_run_leaves_no_runner(mlp_model, fake_backend_env):
 
 def test_a_hopelessly_slow_candidate_stops_being_timed_after_a_round(mlp_model, fake_backend_env):
     fake_backend_env("ok", "slow")  # "slow" sleeps 5 ms per run: hundreds of times the tiny model's time
-    report = _run(mlp_model, timing=TimingConfig(time_budget_s=0.6, rounds=3, warmup_iterations=2))
+    report = _run(mlp_model, timing=TimingConfig(time_budget_s=0.6, rounds=3, warmup_iterations=2, hopeless_min_ms=1))
     slow, ok = _row(report, "fake/fp32-slow"), _row(report, "fake/fp32-ok")
     assert slow.status == "ok" and len(slow.latencies_ns) == 1 and slow.stats.n > 0
     assert any("measured in 1 round(s) only" in note for note in slow.notes)
