@@ -58,13 +58,19 @@ def concrete_shapes(inputs: list[TensorInfo], overrides: ShapeOverrides) -> dict
     return result
 
 
-def random_array(shape: tuple[int, ...], dtype: str, rng: np.random.Generator) -> np.ndarray:
-    """Values in a range that suits the dtype: normal floats, small non-negative integers (valid ids), coin flips."""
+def random_array(shape: tuple[int, ...], dtype: str, rng: np.random.Generator, name: str = "") -> np.ndarray:
+    """Values in a range that suits the dtype: normal floats, small non-negative integers (valid ids), coin flips.
+    Transformer inputs go by their usual names: an attention mask is all ones, token type ids all zeros (a type
+    vocabulary may hold just 2)."""
     if dtype == "bool":
         return rng.integers(0, 2, size=shape).astype(bool)
     numpy_dtype = tensors.numpy_dtype(tensors.NAME_TO_CODE[dtype])
     if numpy_dtype.kind == "f":
         return rng.standard_normal(size=shape, dtype=np.float32).astype(numpy_dtype)
+    if "mask" in name:
+        return np.ones(shape, dtype=numpy_dtype)
+    if "type_ids" in name:
+        return np.zeros(shape, dtype=numpy_dtype)
     # Small non-negative integers: valid token ids, indices and class labels for nearly every model.
     return rng.integers(0, 16, size=shape).astype(numpy_dtype)
 
@@ -72,7 +78,8 @@ def random_array(shape: tuple[int, ...], dtype: str, rng: np.random.Generator) -
 def random_samples(shapes: dict[str, tuple[tuple[int, ...], str]], count: int, seed: int) -> list[dict[str, np.ndarray]]:
     """`count` input sets from one seeded generator, so a rerun measures the same data."""
     rng = np.random.default_rng(seed)
-    return [{name: random_array(shape, dtype, rng) for name, (shape, dtype) in shapes.items()} for _ in range(count)]
+    return [{name: random_array(shape, dtype, rng, name) for name, (shape, dtype) in shapes.items()}
+            for _ in range(count)]
 
 
 def load_samples(paths: list[Path], inputs: list[TensorInfo], overrides: ShapeOverrides) -> list[dict[str, np.ndarray]]:

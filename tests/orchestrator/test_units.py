@@ -164,3 +164,13 @@ def test_accelerator_names_map_to_what_each_backend_calls_them():
     assert [(c.name, c.device) for c in candidates] == [("g/fp16", "cuda:0")]
     _, skipped = plan(gpu_only, {"onnx": "m.onnx"}, RunConfig(model="m.onnx", device="cuda:1"))
     assert "not seen by the runner" in skipped[0].reason
+
+
+def test_random_inputs_suit_transformer_input_names():
+    from orchestrator.inputs import random_samples
+
+    shapes = {"input_ids": ((1, 8), "int64"), "attention_mask": ((1, 8), "int64"), "token_type_ids": ((1, 8), "int64"),
+              "x": ((2, 3), "float32")}
+    sample = random_samples(shapes, 1, seed=0)[0]
+    assert sample["attention_mask"].tolist() == [[1] * 8] and sample["token_type_ids"].tolist() == [[0] * 8]
+    assert 0 <= sample["input_ids"].min() and sample["input_ids"].max() < 16 and sample["x"].dtype == np.float32
