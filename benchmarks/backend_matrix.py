@@ -1,7 +1,7 @@
 """Every backend on one model, in the local sandbox and in Docker: one speedster-run per sandbox, one table.
 
     python benchmarks/backend_matrix.py --model resnet50 [--sandboxes local,docker] [--threads 2]
-        [--time-budget 3] [--samples 4] [--tune-budget 300] [--out DIR]
+        [--time-budget 3] [--samples 4] [--tune-budget 300] [--ignore-backends tvm] [--out DIR]
 
 Models: `resnet50` (orchestrator/zoo.py, 1x3x224x224) and `bert` (a BERT-base-sized encoder built from a
 transformers config with random weights: 12 layers, hidden 768, 12 heads; input_ids, attention_mask and
@@ -51,6 +51,8 @@ def run(model: Path, sandbox: str, report: Path, args: argparse.Namespace) -> di
     command = [sys.executable, "-m", "orchestrator.cli", "--model", str(model), "--sandbox", sandbox,
                "--threads", str(args.threads), "--time-budget", str(args.time_budget), "--samples", str(args.samples),
                "--report", str(report)]
+    if args.ignore_backends:
+        command += ["--ignore-backends", args.ignore_backends]
     if args.tune_budget and sandbox == "local":  # tuning records live in the runner's cache: tuned once, here
         command += ["--tune-budget", str(args.tune_budget)]
     print("$", " ".join(command[1:]), flush=True)
@@ -99,6 +101,7 @@ def main() -> None:
     parser.add_argument("--time-budget", type=float, default=3.0)
     parser.add_argument("--samples", type=int, default=4, help="input sets for the accuracy check (default 4)")
     parser.add_argument("--tune-budget", type=float, default=None)
+    parser.add_argument("--ignore-backends", default="", help="comma-separated, passed to speedster-run")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="backend-matrix-"))

@@ -32,6 +32,7 @@ import numpy as np
 from runners.backends.base import (Artifact, Availability, Backend, LoadedModel, LoadSpec, Offer, TensorInfo,
                                    device_index, device_kind)
 from runners.errors import CandidateError
+from runners.files import sha256_file
 
 FORMATS = ("onnx", "torch_export")
 ARTIFACT_FORMAT = "tvm_module"
@@ -147,14 +148,6 @@ def _failure(category: str, what: str, error: BaseException) -> CandidateError:
         category = "oom"
     detail = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     return CandidateError(category, f"{what}: {type(error).__name__}: {_one_line(error)}", detail=detail)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _set_thread_env(threads: int) -> None:
@@ -283,7 +276,7 @@ def _cache_dir(spec: LoadSpec, target: Any, shapes: str, trials: int) -> Path:
 
     root = Path(spec.options.get("tune_cache") or os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
     target_key = hashlib.sha256(f"{target}|{tvm.__version__}|{shapes}|{trials}".encode()).hexdigest()[:12]
-    return root / f"{_sha256(Path(spec.model_path))[:16]}-{target_key}"
+    return root / f"{sha256_file(Path(spec.model_path))[:16]}-{target_key}"
 
 
 def _tune(fused: Any, target: Any, spec: LoadSpec, threads: int, shapes: str) -> tuple[Any, dict[str, str]]:
