@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,18 +12,26 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from runners import tensors
+from runners.errors import BUSY_PREFIX
 from runners.files import send_files
 from speedster_run.runner.v1 import GRPC_OPTIONS, PROTOCOL_VERSION, SERVICE_NAME
 from speedster_run.runner.v1 import runner_pb2 as pb
 from speedster_run.runner.v1 import runner_pb2_grpc as pb_grpc
 
 
-class RunnerCallError(Exception):
-    """A call did not complete: the runner died, hung past its deadline, or rejected the request."""
+# A busy runner (serving another caller) is asked again after these pauses, within the call's own deadline.
+BUSY_FIRST_RETRY_S = 0.05
+BUSY_MAX_RETRY_S = 1.0
 
-    def __init__(self, kind: str, message: str):
+
+class RunnerCallError(Exception):
+    """A call did not complete: the runner died, hung past its deadline, was busy with another caller's call until
+    the deadline, or rejected the request."""
+
+    def __init__(self, kind: str, message: str, status: str = ""):
         super().__init__(message)
-        self.kind = kind  # "timeout", "gone" (runner unreachable or died), "protocol"
+        self.kind = kind  # "timeout", "gone" (runner unreachable or died), "busy", "protocol"
+        self.status = status  # the gRPC status code's name ("UNAUTHENTICATED"...), "" when none came back
 
 
 class _CallDetails(collections.namedtuple(
@@ -92,10 +101,39 @@ def wait_until_serving(target: str, timeout_s: float, **security) -> bool:
 def _translate(error: grpc.RpcError) -> RunnerCallError:
     code = error.code()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return RunnerCallError("timeout", "the runner did not answer before the deadline")
+        return RunnerCallError("timeout", "the runner did not answer before the deadline", code.name)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
-        return RunnerCallError("gone", f"the runner stopped answering: {error.details()}")
-    return RunnerCallError("protocol", f"{code.name}: {error.details()}")
+        return RunnerCallError("gone", f"the runner stopped answering: {error.details()}", code.name)
+    return RunnerCallError("protocol", f"{code.name}: {error.details()}", code.name)
+
+
+def _busy(error: grpc.RpcError) -> str | None:
+    """What a busy runner is serving ("serving Load since ..."), None for any other error (a RESOURCE_EXHAUSTED of
+    gRPC's own, a message over the size limit, says something else)."""
+    details = error.details() or ""
+    if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and details.startswith(BUSY_PREFIX):
+        return details[len(BUSY_PREFIX):]
+    return None
+
+
+class _BusyRetry:
+    """Asks a busy runner again, with a growing pause, until the call's own deadline; then says what it served."""
+
+    def __init__(self, timeout_s: float):
+        self.timeout_s = timeout_s
+        self.deadline = time.monotonic() + timeout_s
+        self.pause_s = BUSY_FIRST_RETRY_S
+
+    def remaining_s(self) -> float:
+        return max(self.deadline - time.monotonic(), 0.0)
+
+    def wait_or_raise(self, serving: str) -> None:
+        """Sleeps before the next try; RunnerCallError("busy") when no time is left for one."""
+        if self.remaining_s() <= self.pause_s:
+            raise RunnerCallError("busy", f"runner busy: {serving}; still busy when this call's {self.timeout_s:g} s "
+                                          f"deadline passed", grpc.StatusCode.RESOURCE_EXHAUSTED.name)
+        time.sleep(self.pause_s)
+        self.pause_s = min(self.pause_s * 2, BUSY_MAX_RETRY_S)
 
 
 class RunnerClient:
@@ -113,10 +151,16 @@ class RunnerClient:
         self._channel.close()
 
     def _call(self, method, request, timeout_s: float):
-        try:
-            return method(request, timeout=timeout_s)
-        except grpc.RpcError as error:
-            raise _translate(error) from None
+        """method(request) within timeout_s; `request` may be a function making it (a stream, made anew per try)."""
+        retry = _BusyRetry(timeout_s)
+        while True:
+            try:
+                return method(request() if callable(request) else request, timeout=retry.remaining_s())
+            except grpc.RpcError as error:
+                serving = _busy(error)
+                if serving is None:
+                    raise _translate(error) from None
+            retry.wait_or_raise(serving)
 
     def describe(self, timeout_s: float = 60.0) -> pb.DescribeResponse:
         answer = self._call(self._stub.Describe, pb.DescribeRequest(), timeout_s)
@@ -129,8 +173,11 @@ class RunnerClient:
 
     def upload(self, directory: Path, names: list[str], timeout_s: float) -> str:
         """Streams model files to a runner that shares no filesystem; returns the upload id."""
-        chunks: Iterator[pb.FileChunk] = send_files(directory, names)
-        return self._call(self._stub.UploadModel, chunks, timeout_s).upload_id
+        return self._call(self._stub.UploadModel, lambda: send_files(directory, names), timeout_s).upload_id
+
+    def delete_upload(self, upload_id: str, timeout_s: float = 30.0) -> None:
+        """Removes an upload's files from the runner (protocol 1.1)."""
+        self._call(self._stub.DeleteUpload, pb.DeleteUploadRequest(upload_id=upload_id), timeout_s)
 
     def load(self, request: pb.LoadRequest, timeout_s: float) -> pb.LoadResponse:
         return self._call(self._stub.Load, request, timeout_s)
@@ -142,14 +189,28 @@ class RunnerClient:
     def benchmark(self, request: pb.BenchmarkRequest, timeout_s: float) -> pb.BenchmarkResponse:
         return self._call(self._stub.Benchmark, request, timeout_s)
 
-    def save_artifact(self, model_id: str, timeout_s: float) -> pb.SaveArtifactResponse:
-        return self._call(self._stub.SaveArtifact, pb.SaveArtifactRequest(model_id=model_id), timeout_s)
+    def save_artifact(self, model_id: str, timeout_s: float, fmt: str = "",
+                      example: pb.TensorSet | None = None) -> pb.SaveArtifactResponse:
+        """The backend's own artifact, or with `fmt` ("onnx") the loaded model converted, traced with `example`."""
+        request = pb.SaveArtifactRequest(model_id=model_id, format=fmt, example=example)
+        return self._call(self._stub.SaveArtifact, request, timeout_s)
 
     def fetch_artifact(self, model_id: str, timeout_s: float) -> Iterator[pb.FileChunk]:
-        try:
-            yield from self._stub.FetchArtifact(pb.FetchArtifactRequest(model_id=model_id), timeout=timeout_s)
-        except grpc.RpcError as error:
-            raise _translate(error) from None
+        retry = _BusyRetry(timeout_s)
+        while True:
+            received = False
+            try:
+                stream = self._stub.FetchArtifact(pb.FetchArtifactRequest(model_id=model_id),
+                                                  timeout=retry.remaining_s())
+                for chunk in stream:
+                    received = True
+                    yield chunk
+                return
+            except grpc.RpcError as error:
+                serving = None if received else _busy(error)  # busy comes before the first chunk, or never
+                if serving is None:
+                    raise _translate(error) from None
+            retry.wait_or_raise(serving)
 
     def unload(self, model_id: str, timeout_s: float = 30.0) -> None:
         self._call(self._stub.Unload, pb.UnloadRequest(model_id=model_id), timeout_s)

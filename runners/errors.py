@@ -55,13 +55,31 @@ class ModelFileMissingError(ProtocolError):
     """See STATUS_CODES."""
 
 
+class RunnerBusyError(ProtocolError):
+    """Another call is being served: the runner answers at once instead of queueing (see STATUS_CODES)."""
+
+
+class PathSourceRefusedError(ProtocolError):
+    """A model given by path to a runner that listens on TCP, which loads uploaded models only (see STATUS_CODES)."""
+
+
+class CallerGoneError(ProtocolError):
+    """The caller cancelled or its deadline passed: the work stops, and the status reaches no one (see STATUS_CODES)."""
+
+
 # The whole table: exception type -> status code. Anything else raised by the server is INTERNAL (a bug).
 STATUS_CODES: dict[type[ProtocolError], grpc.StatusCode] = {
     UnknownModelError: grpc.StatusCode.NOT_FOUND,
     InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
     ChecksumMismatchError: grpc.StatusCode.DATA_LOSS,
     ModelFileMissingError: grpc.StatusCode.FAILED_PRECONDITION,
+    RunnerBusyError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    PathSourceRefusedError: grpc.StatusCode.PERMISSION_DENIED,
+    CallerGoneError: grpc.StatusCode.CANCELLED,
 }
+# RunnerBusyError's details start with this, so that clients tell it from gRPC's own RESOURCE_EXHAUSTED (a message
+# over the size limit): "busy: serving Load since 2026-01-01T12:00:00Z (for 42 s)".
+BUSY_PREFIX = "busy: "
 
 
 def status_code(error: Exception) -> grpc.StatusCode:

@@ -20,11 +20,26 @@ class TimingPlan:
     stability_pct: float = 5.0
     stable_windows: int = 3
 
+    @classmethod
+    def from_request(cls, request) -> "TimingPlan":
+        """The plan a BenchmarkRequest asks for; a field it leaves unset (zero) takes the default."""
+        default = cls()
+        return cls(
+            warmup_iterations=max(0, request.warmup_iterations),
+            min_iterations=max(1, request.min_iterations),
+            max_iterations=max(1, request.max_iterations or default.max_iterations),
+            max_time_s=request.max_time_s if request.max_time_s > 0 else default.max_time_s,
+            window_iterations=max(1, request.window_iterations or default.window_iterations),
+            stability_pct=request.stability_pct if request.stability_pct > 0 else default.stability_pct,
+            stable_windows=max(1, request.stable_windows or default.stable_windows),
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class Timing:
     latencies_ns: list[int]
     stable: bool
+    stopped: bool = False  # stop() said so before the plan was done: the samples are partial
 
 
 def windows_agree(window_medians: list[float], count: int, tolerance_pct: float) -> bool:
@@ -36,9 +51,13 @@ def windows_agree(window_medians: list[float], count: int, tolerance_pct: float)
     return low > 0 and (max(recent) - low) / low * 100.0 <= tolerance_pct
 
 
-def measure(run_once: Callable[[], object], plan: TimingPlan, clock: Callable[[], int] = time.perf_counter_ns) -> Timing:
-    """Times run_once (which must return only when its work is done) and returns the raw samples after warm-up."""
+def measure(run_once: Callable[[], object], plan: TimingPlan, clock: Callable[[], int] = time.perf_counter_ns,
+            stop: Callable[[], bool] = lambda: False) -> Timing:
+    """Times run_once (which must return only when its work is done) and returns the raw samples after warm-up.
+    stop() is asked before every run, outside the clock: True ends the measurement at once (the caller has gone)."""
     for _ in range(plan.warmup_iterations):
+        if stop():
+            return Timing(latencies_ns=[], stable=False, stopped=True)
         run_once()
     window_size = max(1, plan.window_iterations)
     samples: list[int] = []
@@ -48,6 +67,8 @@ def measure(run_once: Callable[[], object], plan: TimingPlan, clock: Callable[[]
     while True:
         window = []
         for _ in range(window_size):
+            if stop():
+                return Timing(latencies_ns=samples + window, stable=False, stopped=True)
             begin = clock()
             run_once()
             window.append(clock() - begin)

@@ -1,7 +1,7 @@
 """TLS and a bearer token for runners reached over TCP (remote hosts, compose services).
 
 Server side: `server_credentials()` for grpc's add_secure_port and `TokenInterceptor`, which answers UNAUTHENTICATED
-to any call without `authorization: Bearer <token>` metadata. The grpc.health.v1 service stays open: it tells only
+to any call without `authorization: Bearer <token>` metadata, before receiving its request. The grpc.health.v1 service stays open: it tells only
 whether the runner serves, and load balancers, `docker-compose` healthchecks and the orchestrator's readiness probe
 must be able to ask without a secret. Everything in RunnerService (Describe, uploads, compiles, inference) needs the
 token. Tokens are compared in constant time (hmac.compare_digest).
@@ -99,23 +99,21 @@ def token_matches(metadata, token: str) -> bool:
 
 
 def _rejecting(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as `handler` that aborts with UNAUTHENTICATED without reading the request."""
+    """A handler that aborts with UNAUTHENTICATED without receiving the request. It is request-streaming whatever
+    the method is (the wire format is the same) and reads nothing: a unary handler would make gRPC receive and decode
+    the whole message first (up to MAX_MESSAGE_BYTES) before the refusal. So an unauthenticated call costs the runner
+    only what HTTP/2 flow control lets the peer send before the reset: a stream window, not the message."""
 
-    def reject(request_or_iterator, context):
+    def reject(request_iterator, context):
         context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token (authorization: Bearer <token>)")
 
-    def reject_stream(request_or_iterator, context):
-        reject(request_or_iterator, context)
+    def reject_stream(request_iterator, context):
+        reject(request_iterator, context)
         yield  # pragma: no cover - abort raises
 
-    deserialize, serialize = handler.request_deserializer, handler.response_serializer
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(reject_stream, deserialize, serialize)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(reject, deserialize, serialize)
     if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(reject_stream, deserialize, serialize)
-    return grpc.unary_unary_rpc_method_handler(reject, deserialize, serialize)
+        return grpc.stream_stream_rpc_method_handler(reject_stream, None, handler.response_serializer)
+    return grpc.stream_unary_rpc_method_handler(reject, None, handler.response_serializer)
 
 
 class TokenInterceptor(grpc.ServerInterceptor):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import shutil
 import signal
 import tempfile
@@ -23,11 +24,19 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from runners import security
+from runners.parent_death import die_with_parent
 from runners.servicer import RunnerServicer
 from speedster_run.runner.v1 import GRPC_OPTIONS, SERVICE_NAME
 from speedster_run.runner.v1 import runner_pb2_grpc as pb_grpc
 
 log = logging.getLogger("runners.server")
+
+# RunnerService serves one call at a time and answers any other at once (busy, or unauthenticated), so a few threads
+# are plenty; grpc.health.v1 has threads of its own, so that probes answer whatever RunnerService does.
+RUNNER_WORKERS = 4
+HEALTH_WORKERS = 2
+# At SIGTERM, calls in progress get this long to finish; then the runner cleans up and exits without them.
+STOP_GRACE_S = 1.0
 
 
 def parse_listen(address: str) -> str:
@@ -69,6 +78,33 @@ def check_security(listen: str, sec: ServerSecurity) -> None:
                          f"--token-file or ${security.TOKEN_ENV}); pass --insecure to allow it")
 
 
+class OwnThreadsHealthServicer(health.HealthServicer):
+    """grpc.health.v1 answered on a thread pool of its own (grpc's per-handler `experimental_thread_pool`, which
+    grpc_health itself uses for Watch): RunnerService calls that fill the server's pool cannot starve the probes."""
+
+    def __init__(self, workers: int = HEALTH_WORKERS):
+        pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="health")
+        super().__init__(experimental_thread_pool=pool)
+        check = super().Check
+
+        def on_own_threads(request, context):
+            return check(request, context)
+
+        on_own_threads.experimental_thread_pool = pool
+        self.Check = on_own_threads
+
+
+def make_server(servicer: RunnerServicer, health_servicer: health.HealthServicer, interceptors=(),
+                pool: futures.ThreadPoolExecutor | None = None) -> grpc.Server:
+    """The runner's gRPC server, not yet bound: RunnerService on `pool` (default: RUNNER_WORKERS threads), health
+    on the health servicer's own threads."""
+    pool = pool or futures.ThreadPoolExecutor(max_workers=RUNNER_WORKERS, thread_name_prefix="runner")
+    server = grpc.server(pool, options=GRPC_OPTIONS, interceptors=list(interceptors))
+    pb_grpc.add_RunnerServiceServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    return server
+
+
 def _bind(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None) -> bool:
     try:
         bound: int | None = (server.add_insecure_port(address) if credentials is None
@@ -93,12 +129,10 @@ def serve(backend_name: str, listen: str, workdir: Path | None = None, sec: Serv
     except security.SecurityConfigError as error:
         raise SystemExit(f"runner: {error}") from None
     scratch = Path(tempfile.mkdtemp(prefix=f"runner-{backend_name}-", dir=workdir))
-    servicer = RunnerServicer(backend_name, scratch)
-    interceptors = [security.TokenInterceptor(sec.token)] if sec.token else []
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=GRPC_OPTIONS, interceptors=interceptors)
-    pb_grpc.add_RunnerServiceServicer_to_server(servicer, server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    # Paths only over a unix socket (the local and docker sandboxes, on this host): TCP callers upload their models.
+    servicer = RunnerServicer(backend_name, scratch, accept_paths=address.startswith("unix:"))
+    health_servicer = OwnThreadsHealthServicer()
+    server = make_server(servicer, health_servicer, [security.TokenInterceptor(sec.token)] if sec.token else [])
     if not _bind(server, address, credentials):
         shutil.rmtree(scratch, ignore_errors=True)
         raise SystemExit(f"runner: cannot listen on {listen}")
@@ -125,12 +159,19 @@ def serve(backend_name: str, listen: str, workdir: Path | None = None, sec: Serv
     # when the main thread next executes bytecode, so an unbounded wait could ignore SIGTERM for good.
     while not stop.wait(timeout=0.2):
         pass
-    for each in servers:
-        each.stop(grace=1).wait()
+    stopped = [each.stop(grace=STOP_GRACE_S) for each in servers]  # past the grace, gRPC cancels what is left
+    for event in stopped:
+        event.wait(timeout=STOP_GRACE_S + 5)
     shutil.rmtree(scratch, ignore_errors=True)
+    if servicer.serving is not None:
+        # Its handler ignored the cancellation (a hung compile): the interpreter would wait for its thread forever.
+        log.warning("%s still running %g s after the stop; exiting without it", servicer.serving, STOP_GRACE_S)
+        logging.shutdown()
+        os._exit(0)
 
 
 def main(argv: list[str] | None = None) -> None:
+    die_with_parent()  # first: a sandbox that died while this runner imported is noticed here, not orphaned
     parser = argparse.ArgumentParser(prog="python -m runners.server", description=__doc__.splitlines()[0])
     parser.add_argument("--backend", required=True, help="registered backend name")
     parser.add_argument("--listen", required=True, help="unix:///path.sock or host:port")

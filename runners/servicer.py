@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import functools
 import logging
 import os
@@ -17,11 +19,15 @@ from pathlib import Path
 from runners import device_names, registry, tensors
 from runners.backends.base import Availability, Backend, LoadedModel, LoadSpec
 from runners.errors import (
+    BUSY_PREFIX,
+    CallerGoneError,
     CandidateError,
     ChecksumMismatchError,
     InvalidRequestError,
     ModelFileMissingError,
+    PathSourceRefusedError,
     ProtocolError,
+    RunnerBusyError,
     UnknownModelError,
     failure,
     status_code,
@@ -82,36 +88,84 @@ def probe_backend(name: str) -> tuple[Backend | None, Availability]:
         return backend, Availability(available=False, reason=f"probe failed: {type(error).__name__}: {error}")
 
 
-def _serialized(method):
-    """One request at a time: compiles and benchmarks must never overlap on the runner's device."""
+def caller_waiting(context) -> bool:
+    """False once the caller has gone: it cancelled, or its deadline passed (no one will read the answer)."""
+    remaining = context.time_remaining()
+    return context.is_active() and (remaining is None or remaining > 0)
+
+
+def _handled(method):
+    """Protocol errors answer with their status code (errors.py); anything else is a runner bug: INTERNAL, as
+    errors.py documents (gRPC's default would be UNKNOWN)."""
 
     @functools.wraps(method)
     def wrapper(self, request, context):
-        with self._lock:
-            try:
-                return method(self, request, context)
-            except ProtocolError as error:
-                context.abort(status_code(error), str(error))
-            except Exception as error:  # a runner bug: INTERNAL as errors.py documents (gRPC's default is UNKNOWN)
-                log.exception("%s failed", method.__name__)
-                context.abort(status_code(error), f"{type(error).__name__}: {error}")
+        try:
+            return method(self, request, context)
+        except ProtocolError as error:
+            context.abort(status_code(error), str(error))
+        except Exception as error:
+            log.exception("%s failed", method.__name__)
+            context.abort(status_code(error), f"{type(error).__name__}: {error}")
 
     return wrapper
 
 
+def _serialized(method):
+    """One request at a time: compiles and benchmarks must never overlap on the runner's device. A call that comes
+    while another is served is answered at once (RunnerBusyError), never queued: a queued call would hold one of the
+    server's threads until its own deadline, saying nothing."""
+
+    @functools.wraps(method)
+    def exclusive(self, request, context):
+        with self.exclusive(method.__name__):
+            return method(self, request, context)
+
+    return _handled(exclusive)
+
+
 class RunnerServicer(pb_grpc.RunnerServiceServicer):
-    def __init__(self, backend_name: str, workdir: Path):
+    def __init__(self, backend_name: str, workdir: Path, accept_paths: bool = True):
         self._lock = threading.Lock()
+        self._serving: tuple[str, float] | None = None  # the call being served and when it began (time.time())
         self.backend_name = backend_name
         self.workdir = workdir
+        # False for a runner on TCP: its callers are on other hosts, and a path would open any file of this one.
+        self.accept_paths = accept_paths
         self.backend, self.availability = probe_backend(backend_name)
         self.models: dict[str, _Model] = {}
         self.uploads: dict[str, Path] = {}
         self._digests: dict[tuple[str, int, int], str] = {}
         self.device_map = device_names.device_map()  # the orchestrator's device names -> this runner's
 
+    @contextlib.contextmanager
+    def exclusive(self, call: str):
+        """Holds the runner for `call`; RunnerBusyError, naming what it serves, when another call holds it."""
+        if not self._lock.acquire(blocking=False):
+            raise RunnerBusyError(self._busy_message())
+        self._serving = (call, time.time())
+        try:
+            yield
+        finally:
+            self._serving = None
+            self._lock.release()
+
+    @property
+    def serving(self) -> str | None:
+        """The name of the call being served, None when idle."""
+        serving = self._serving
+        return serving[0] if serving else None
+
+    def _busy_message(self) -> str:
+        serving = self._serving
+        if serving is None:  # it ended between the failed acquire and now
+            return f"{BUSY_PREFIX}serving another call"
+        call, began = serving
+        since = datetime.datetime.fromtimestamp(began, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return f"{BUSY_PREFIX}serving {call} since {since} (for {time.time() - began:.0f} s)"
+
     # -- description ------------------------------------------------------------------------------------------
-    @_serialized
+    @_handled  # not serialized: it touches no device, and a caller of a busy runner must still learn what it is
     def Describe(self, request, context):
         avail = self.availability
         return pb.DescribeResponse(
@@ -135,22 +189,35 @@ class RunnerServicer(pb_grpc.RunnerServiceServicer):
         )
 
     # -- model files --------------------------------------------------------------------------------------------
+    @_serialized
     def UploadModel(self, request_iterator, context):
-        with self._lock:
-            upload_id = uuid.uuid4().hex[:12]
-            directory = self.workdir / "uploads" / upload_id
-            directory.mkdir(parents=True)
-            try:
-                files = receive_files(request_iterator, directory)
-            except ProtocolError as error:
-                shutil.rmtree(directory, ignore_errors=True)
-                context.abort(status_code(error), str(error))
-            self.uploads[upload_id] = directory
-            return pb.UploadModelResponse(upload_id=upload_id, files=files)
+        upload_id = uuid.uuid4().hex[:12]
+        directory = self.workdir / "uploads" / upload_id
+        directory.mkdir(parents=True)
+        try:
+            files = receive_files(request_iterator, directory)
+        except BaseException:  # a bad chunk, or a caller gone mid-stream: nothing half-written stays
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        self.uploads[upload_id] = directory
+        log.info("upload %s: %d files", upload_id, len(files))
+        return pb.UploadModelResponse(upload_id=upload_id, files=files)
+
+    @_serialized
+    def DeleteUpload(self, request, context):
+        directory = self.uploads.pop(request.upload_id, None)
+        if directory is None:
+            raise UnknownModelError(f"unknown upload {request.upload_id!r}")
+        shutil.rmtree(directory, ignore_errors=True)  # models loaded from it keep what they loaded
+        log.info("upload %s deleted", request.upload_id)
+        return pb.DeleteUploadResponse()
 
     def _model_path(self, source: pb.ModelSource) -> Path:
         which = source.WhichOneof("location")
         if which == "path":
+            if not self.accept_paths:
+                raise PathSourceRefusedError("this runner listens on TCP: it loads uploaded models only "
+                                             "(UploadModel, then ModelSource.upload_id), never a path on its host")
             path = Path(source.path)
         elif which == "upload_id":
             if source.upload_id not in self.uploads:
@@ -202,6 +269,10 @@ class RunnerServicer(pb_grpc.RunnerServiceServicer):
             shutil.rmtree(workdir, ignore_errors=True)
             return pb.LoadResponse(failure=_candidate_failure(error, "compile"), peak_rss_bytes=peak_rss_bytes())
         compile_s = time.perf_counter() - started
+        if not caller_waiting(context):  # no one will learn its id, so no one could unload it: free it now
+            loaded.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise CallerGoneError("the caller went away while the model compiled; unloaded")
         try:
             inputs = [_spec_to_proto(t) for t in loaded.inputs]
             outputs = [_spec_to_proto(t) for t in loaded.outputs]
@@ -250,23 +321,17 @@ class RunnerServicer(pb_grpc.RunnerServiceServicer):
     def Benchmark(self, request, context):
         model = self._model(request.model_id)
         feeds = _decode_inputs(request.inputs)
-        plan = TimingPlan(
-            warmup_iterations=max(0, request.warmup_iterations),
-            min_iterations=max(1, request.min_iterations),
-            max_iterations=max(1, request.max_iterations or 1000),
-            max_time_s=request.max_time_s if request.max_time_s > 0 else 2.0,
-            window_iterations=max(1, request.window_iterations or 10),
-            stability_pct=request.stability_pct if request.stability_pct > 0 else 5.0,
-            stable_windows=max(1, request.stable_windows or 3),
-        )
+        plan = TimingPlan.from_request(request)
         first_s = 0.0
         try:
             if not model.has_run:
                 self._run_first(model, feeds)
                 first_s = model.first_inference_s
-            timing = measure(lambda: model.loaded.run(feeds), plan)
+            timing = measure(lambda: model.loaded.run(feeds), plan, stop=lambda: not caller_waiting(context))
         except Exception as error:
             return pb.BenchmarkResponse(failure=_candidate_failure(error, "runtime"))
+        if timing.stopped:
+            raise CallerGoneError("the caller went away (cancelled or past its deadline): measurement stopped")
         return pb.BenchmarkResponse(
             latencies_ns=timing.latencies_ns,
             stable=timing.stable,
@@ -282,7 +347,12 @@ class RunnerServicer(pb_grpc.RunnerServiceServicer):
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True)
         try:
-            artifact = model.loaded.save(directory)
+            if request.format:  # a conversion of the loaded model (the torch backend: "onnx")
+                artifact = model.loaded.export(directory, request.format, _decode_inputs(request.example))
+            else:
+                artifact = model.loaded.save(directory)
+        except ProtocolError:
+            raise
         except Exception as error:
             return pb.SaveArtifactResponse(failure=_candidate_failure(error, "runtime"))
         model.artifact_files = list(artifact.files)
@@ -299,15 +369,16 @@ class RunnerServicer(pb_grpc.RunnerServiceServicer):
         )
 
     def FetchArtifact(self, request, context):
-        with self._lock:
-            try:
+        try:
+            # Streamed while the runner is held, so that an Unload cannot remove files mid-stream; one chunk in
+            # memory at a time. A caller that goes away closes this generator, which releases the runner.
+            with self.exclusive("FetchArtifact"):
                 model = self._model(request.model_id)
                 if not model.artifact_files:
                     raise InvalidRequestError("call SaveArtifact before FetchArtifact")
-            except ProtocolError as error:
-                context.abort(status_code(error), str(error))
-            # Streamed under the lock, so that an Unload cannot remove files mid-stream; one chunk in memory at a time.
-            yield from send_files(model.workdir / "artifact", model.artifact_files)
+                yield from send_files(model.workdir / "artifact", model.artifact_files)
+        except ProtocolError as error:
+            context.abort(status_code(error), str(error))
 
     @_serialized
     def Unload(self, request, context):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import shlex
 import shutil
@@ -15,17 +14,10 @@ from pathlib import Path
 
 from orchestrator.runner_client import wait_until_serving
 from orchestrator.sandboxes.base import ExitInfo, RunnerProcess, Sandbox, SandboxError
+from runners.parent_death import PARENT_PID_ENV
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel SIGKILLs the runner if the orchestrator dies (no orphans)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-    os.setsid()  # its own process group, so Ctrl-C in the terminal reaches only the orchestrator
+# How often start() looks for the runner's socket: dialing before it exists costs gRPC's 1 s reconnect backoff.
+_SOCKET_POLL_S = 0.02
 
 
 def describe_exit(returncode: int) -> ExitInfo:
@@ -56,6 +48,8 @@ class LocalSandbox(Sandbox):
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, str(Path(root) / "proto"), env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"
+        # The runner sets the kernel's parent-death signal on itself (runners/parent_death.py): no orphans.
+        env[PARENT_PID_ENV] = str(os.getpid())
         if threads > 0:
             # Thread pools are sized at library import; the Load request sets them again per model.
             for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -73,9 +67,11 @@ class LocalSandbox(Sandbox):
         command = self._command(backend, socket_path)
         with open(log_path, "wb") as log:
             try:
+                # No preexec_fn: it would turn subprocess's vfork() into a fork() that runs gRPC's fork handlers in
+                # the child (see runners/parent_death.py). Its own session: Ctrl-C reaches only the orchestrator.
                 process = subprocess.Popen(
                     command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                    env=self._environment(threads), preexec_fn=_die_with_parent,
+                    env=self._environment(threads), start_new_session=True,
                 )
             except OSError as error:
                 raise SandboxError(f"cannot start runner for {backend}: {error}") from error
@@ -88,13 +84,15 @@ class LocalSandbox(Sandbox):
                                description=f"local process pid {process.pid}", handle=(process, log_path, command))
         self._started.append(runner)
         deadline = time.monotonic() + ready_timeout_s
-        while not wait_until_serving(runner.target, timeout_s=min(1.0, max(0.1, deadline - time.monotonic()))):
+        while not (socket_path.exists() and
+                   wait_until_serving(runner.target, timeout_s=min(1.0, max(0.1, deadline - time.monotonic())))):
             if process.poll() is not None:
                 info = describe_exit(process.returncode)
                 raise SandboxError(f"runner for {backend} exited at start ({info.message}): {self.logs(runner, 5)}")
             if time.monotonic() > deadline:
                 self.stop(runner)
                 raise SandboxError(f"runner for {backend} did not become ready in {ready_timeout_s:.0f} s")
+            time.sleep(_SOCKET_POLL_S)
         return runner
 
     def exit_info(self, runner: RunnerProcess) -> ExitInfo | None:

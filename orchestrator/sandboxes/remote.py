@@ -1,10 +1,11 @@
 """Remote sandbox: runners that already run elsewhere (compose services, another host), named with --runner NAME=ADDR.
 
-Nothing is started or killed here: start() checks that the runner answers its health check and hands out its
-address; stop() and kill() only close this run's connection (after unloading what this run loaded). Runners see none
-of the orchestrator's files, so models are streamed to them (shares_filesystem = False). A call past its deadline
-cannot be stopped either (can_kill = False): the candidate is reported as "timeout" and the runner stays in use; its
-next call waits until the stuck one finishes, within that call's own deadline. Their logs belong to their operator.
+Nothing is started or killed here: start() checks that the runner answers its health check and accepts this run's
+token, and hands out its address; stop() and kill() only close this run's connection (after unloading what this run
+loaded and deleting what it uploaded). Runners see none of the orchestrator's files, so models are streamed to them
+(shares_filesystem = False). A call past its deadline cannot be stopped either (can_kill = False): the candidate is
+reported as "timeout" and the runner stays in use; while it still serves the stuck call, it answers the next ones
+"busy", which the client retries within their own deadlines. Their logs belong to their operator.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shlex
 from collections.abc import Iterable
 
 from orchestrator.config import RunnerSecurity
+from orchestrator.errors import UserError
 from orchestrator.runner_client import RunnerCallError, RunnerClient, wait_until_serving
 from orchestrator.sandboxes.base import ExitInfo, RunnerProcess, Sandbox, SandboxError
 from runners.security import is_loopback
@@ -25,6 +27,8 @@ READY_TIMEOUT_S = 30.0
 # exit_info() runs while a call failed: a quick probe, so that an unreachable host is reported at once.
 PROBE_TIMEOUT_S = 2.0
 UNLOAD_TIMEOUT_S = 5.0
+# start()'s authenticated call (Describe, which a runner answers even while busy).
+AUTH_CHECK_TIMEOUT_S = 30.0
 
 
 def normalize_address(address: str) -> str:
@@ -68,11 +72,23 @@ def check_security(runners: Iterable[tuple[str, str]], security: RunnerSecurity)
 
 
 class _TrackingClient(RunnerClient):
-    """A client that remembers what this run loaded, so that stop() can unload it from a runner that outlives us."""
+    """A client that remembers what this run loaded and uploaded, so that stop() can remove it from a runner that
+    outlives us (a long-lived service would otherwise fill its disk with every run's uploads)."""
 
     def __init__(self, target: str, **security):
         super().__init__(target, **security)
         self.loaded: list[str] = []
+        self.uploaded: list[str] = []
+
+    def upload(self, directory, names, timeout_s):
+        upload_id = super().upload(directory, names, timeout_s)
+        self.uploaded.append(upload_id)
+        return upload_id
+
+    def delete_upload(self, upload_id, timeout_s=30.0):
+        if upload_id in self.uploaded:
+            self.uploaded.remove(upload_id)
+        super().delete_upload(upload_id, timeout_s)
 
     def load(self, request, timeout_s):
         answer = super().load(request, timeout_s)
@@ -86,14 +102,19 @@ class _TrackingClient(RunnerClient):
         super().unload(model_id, timeout_s)
 
     def close(self) -> None:
-        """Unloads what this run loaded, then closes the channel. Best effort: a runner that is busy (a call past
-        its deadline) or gone keeps what it has."""
-        while self.loaded:
-            try:
+        """Unloads what this run loaded, deletes what it uploaded (models first: they were loaded from the uploads),
+        then closes the channel. Best effort: a runner that stays busy (a call past its deadline) or is gone keeps
+        what it has, and the first such failure ends the clean-up."""
+        try:
+            while self.loaded:
                 self.unload(self.loaded[-1], UNLOAD_TIMEOUT_S)
-            except (RunnerCallError, ValueError) as error:  # ValueError: the channel is closed already
-                log.warning("could not unload %d models from %s: %s", len(self.loaded), self.target, error)
-                self.loaded.clear()
+            while self.uploaded:
+                self.delete_upload(self.uploaded[-1], UNLOAD_TIMEOUT_S)
+        except (RunnerCallError, ValueError) as error:  # ValueError: the channel is closed already
+            log.warning("could not remove %d models and %d uploads of this run from %s: %s", len(self.loaded),
+                        len(self.uploaded), self.target, error)
+            self.loaded.clear()
+            self.uploaded.clear()
         super().close()
 
 
@@ -108,6 +129,7 @@ class RemoteSandbox(Sandbox):
         self.security = security or RunnerSecurity()
         self.ready_timeout_s = ready_timeout_s
         self._clients: dict[int, _TrackingClient] = {}
+        self._token_accepted: set[str] = set()  # backends whose runner answered an authenticated call
 
     def _serving(self, address: str, timeout_s: float) -> bool:
         return wait_until_serving(address, timeout_s, **self.security.client_options())
@@ -119,9 +141,30 @@ class RemoteSandbox(Sandbox):
         if not self._serving(address, min(ready_timeout_s, self.ready_timeout_s)):
             hint = " (check the address, and --runner-tls-ca if it serves TLS)" if not is_loopback(address) else ""
             raise SandboxError(f"runner for {backend} at {address} is not serving{hint}")
+        self.check_token(backend)
         # `threads` cannot be applied to a runner started by someone else: each Load request still carries it.
         return RunnerProcess(backend=backend, target=address, description=f"remote runner at {address}",
                              handle=address)
+
+    def check_token(self, backend: str, timeout_s: float = AUTH_CHECK_TIMEOUT_S) -> None:
+        """UserError when the backend's runner refuses this run's token. Health answers without one, so only an
+        authenticated call can tell, and a wrong token is the user's configuration to fix, not a failure of every
+        candidate. Asked once per backend; a runner that does not answer is left to start() and the run to report."""
+        address = self.runners.get(backend)
+        if address is None or backend in self._token_accepted:
+            return
+        client = RunnerClient(address, **self.security.client_options())
+        try:
+            client.describe(timeout_s)  # Describe: answered even by a busy runner
+        except RunnerCallError as error:
+            if error.status == "UNAUTHENTICATED":
+                given = "refused the token given" if self.security.token else "requires a token"
+                raise UserError(f"runner for {backend} at {address} {given} (UNAUTHENTICATED): pass the token it "
+                                f"expects with --runner-token-file or $SPEEDSTER_RUN_TOKEN") from None
+            return
+        finally:
+            client.close()
+        self._token_accepted.add(backend)
 
     def placement(self, backend: str) -> tuple[str, str]:
         return self.name, self.runners.get(backend, "no --runner given")

@@ -3,7 +3,8 @@
 Registered in tests through SPEEDSTER_RUN_BACKENDS (see ECHO_BACKENDS). It carries every protocol dtype, so the tensor
 codec can be checked end to end over gRPC independently of what a real runtime accepts (ONNX Runtime has no numpy
 bfloat16). Variants: "ok" echoes; "sleep" sleeps SLEEP_S per run and records how many runs overlapped; "segv",
-"abort" and "exit3" kill the runner while loading (a real null dereference, abort(3), _exit(3)).
+"abort" and "exit3" kill the runner while loading (a real null dereference, abort(3), _exit(3)); "slow_load" takes
+SLOW_LOAD_S to load; "hang" never returns from loading (only for runners in their own process: nothing can end it).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from runners.backends.base import Artifact, Availability, Backend, LoadedModel, 
 ECHO_BACKENDS = ("echo=tests.protocol.echo_backend:EchoBackend,"
                  "bad_probe=tests.protocol.echo_backend:BadProbeBackend")
 SLEEP_S = 0.2
+SLOW_LOAD_S = 1.0
+VARIANTS = ("ok", "sleep", "segv", "abort", "exit3", "slow_load", "hang")
 
 
 class _Concurrency:
@@ -59,7 +62,7 @@ class EchoBackend(Backend):
     name = "echo"
 
     def probe(self) -> Availability:
-        offers = tuple(Offer("fp32", v, ("cpu",), ("onnx",)) for v in ("ok", "sleep", "segv", "abort", "exit3"))
+        offers = tuple(Offer("fp32", v, ("cpu",), ("onnx",)) for v in VARIANTS)
         return Availability(available=True, versions={"echo": "1"}, devices=("cpu",), offers=offers)
 
     def load(self, spec: LoadSpec) -> LoadedModel:
@@ -69,6 +72,10 @@ class EchoBackend(Backend):
             os.abort()
         if spec.variant == "exit3":
             os._exit(3)
+        if spec.variant == "slow_load":
+            time.sleep(SLOW_LOAD_S)
+        if spec.variant == "hang":
+            threading.Event().wait()  # a compiler stuck for good; it ignores gRPC's cancellation
         return _EchoModel(spec)
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from orchestrator.runner_client import RunnerClient
+from runners.server import RUNNER_WORKERS, OwnThreadsHealthServicer, make_server
 from runners.servicer import RunnerServicer
 from speedster_run.runner.v1 import GRPC_OPTIONS, SERVICE_NAME
 from speedster_run.runner.v1 import runner_pb2_grpc as pb_grpc
@@ -27,15 +28,15 @@ TIMEOUT_S = 30.0
 
 
 class LiveRunner:
-    """A servicer served over a unix socket, with a typed client and a raw stub on one channel each."""
+    """The runner's own server (runners.server.make_server) over a unix socket, with a typed client and a raw stub
+    on one channel each; `pool` is the RunnerService thread pool, for tests that fill it."""
 
-    def __init__(self, backend: str, root: Path):
+    def __init__(self, backend: str, root: Path, accept_paths: bool = True):
         self.root = root
-        self.servicer = RunnerServicer(backend, root / "work")
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=GRPC_OPTIONS)
-        pb_grpc.add_RunnerServiceServicer_to_server(self.servicer, self.server)
-        self.health = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.servicer = RunnerServicer(backend, root / "work", accept_paths=accept_paths)
+        self.health = OwnThreadsHealthServicer()
+        self.pool = futures.ThreadPoolExecutor(max_workers=RUNNER_WORKERS)
+        self.server = make_server(self.servicer, self.health, pool=self.pool)
         self.target = f"unix://{root / 'r.sock'}"
         assert self.server.add_insecure_port(self.target)
         self.server.start()
@@ -52,7 +53,7 @@ class LiveRunner:
 
 
 @contextlib.contextmanager
-def live_runner(backend: str, **env: str):
+def live_runner(backend: str, accept_paths: bool = True, **env: str):
     """A LiveRunner for `backend`, with the test backends registered and env applied while it probes."""
     # A short directory: a unix socket path must fit in 108 bytes, pytest's tmp_path may not.
     root = Path(tempfile.mkdtemp(prefix="sr-proto-"))
@@ -63,7 +64,7 @@ def live_runner(backend: str, **env: str):
         for name, value in env.items():
             patch.setenv(name, value)
         try:
-            runner = LiveRunner(backend, root)
+            runner = LiveRunner(backend, root, accept_paths)
             yield runner
         finally:
             if runner is not None:

@@ -15,19 +15,29 @@ def test_maps_for_each_device():
     assert device_names.outward(["cpu", "cuda:0"], mapping) == ["cpu", "cuda:2"]
 
 
+class DirectCall:
+    """The servicer called directly, not over gRPC: a caller that waits, without a deadline."""
+
+    def is_active(self) -> bool:
+        return True
+
+    def time_remaining(self) -> None:
+        return None
+
+
 def test_a_runner_describes_and_loads_by_the_orchestrators_names(monkeypatch, tmp_path):
     from tests.conftest import mlp_onnx
 
     # The CPU stands in for a renamed accelerator: the renaming is what is under test, not a GPU.
     monkeypatch.setenv(device_names.ENV_VARIABLE, "cuda:3=cpu")
     servicer = RunnerServicer("onnxruntime", tmp_path / "work")
-    description = servicer.Describe(pb.DescribeRequest(), None)
+    description = servicer.Describe(pb.DescribeRequest(), DirectCall())
     assert list(description.devices) == ["cuda:3"]
     model = mlp_onnx(tmp_path / "mlp.onnx")
     from runners.files import sha256_file
 
     answer = servicer.Load(pb.LoadRequest(model=pb.ModelSource(path=str(model), sha256=sha256_file(model),
                                                                format="onnx"), device="cuda:3", precision="fp32",
-                                          variant="default"), None)
+                                          variant="default"), DirectCall())
     assert not answer.failure.category, answer.failure.message  # "cuda:3" as such would fail here: no GPU
     assert answer.details["providers"] == "CPUExecutionProvider"

@@ -14,8 +14,9 @@ import pytest
 
 from orchestrator.runner_client import RunnerCallError
 from runners import tensors
-from runners.errors import (CATEGORIES, STATUS_CODES, CandidateError, ChecksumMismatchError, InvalidRequestError,
-                            ModelFileMissingError, UnknownModelError, failure, status_code)
+from runners.errors import (CATEGORIES, STATUS_CODES, CallerGoneError, CandidateError, ChecksumMismatchError,
+                            InvalidRequestError, ModelFileMissingError, PathSourceRefusedError, RunnerBusyError,
+                            UnknownModelError, failure, status_code)
 from runners.servicer import RunnerServicer
 from speedster_run.runner.v1 import runner_pb2 as pb
 from tests.protocol.support import TIMEOUT_S, live_runner
@@ -81,6 +82,19 @@ def fresh_model(w: World) -> str:
     return answer.model_id
 
 
+def while_busy(w: World, call: Callable[[World], object]):
+    """call(w) while the runner serves another call (held here as a Benchmark would hold it)."""
+    with w.runner.servicer.exclusive("Benchmark"):
+        return call(w)
+
+
+def load_path_over_tcp(w: World) -> pb.LoadResponse:
+    """A path-based Load to a runner set up as a TCP runner is (accept_paths=False)."""
+    with live_runner("fake", accept_paths=False) as tcp_like:
+        return tcp_like.stub.Load(pb.LoadRequest(model=pb.ModelSource(path=str(w.path), format="onnx"),
+                                                 variant="ok"), timeout=TIMEOUT_S)
+
+
 @dataclasses.dataclass(frozen=True)
 class Case:
     name: str
@@ -91,6 +105,7 @@ class Case:
 
 NOT_FOUND, INVALID, DATA_LOSS, PRECONDITION = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT,
                                                grpc.StatusCode.DATA_LOSS, grpc.StatusCode.FAILED_PRECONDITION)
+BUSY, DENIED = grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.PERMISSION_DENIED
 BOGUS = "no-such-model"
 CASES = [
     # UnknownModelError -> NOT_FOUND
@@ -104,6 +119,8 @@ CASES = [
         pb.SaveArtifactRequest(model_id=BOGUS), timeout=TIMEOUT_S), NOT_FOUND, BOGUS),
     Case("fetch_artifact_unknown_model", lambda w: fetch(w, BOGUS), NOT_FOUND, BOGUS),
     Case("load_unknown_upload", lambda w: load(w, upload_id="nope", file_name="m.onnx"), NOT_FOUND, "nope"),
+    Case("delete_unknown_upload", lambda w: w.runner.stub.DeleteUpload(
+        pb.DeleteUploadRequest(upload_id="nope"), timeout=TIMEOUT_S), NOT_FOUND, "nope"),
     # InvalidRequestError -> INVALID_ARGUMENT
     Case("infer_bad_tensor_bytes", lambda w: w.runner.stub.Infer(
         pb.InferRequest(model_id=w.model_id, inputs=bad_bytes()), timeout=TIMEOUT_S), INVALID, "31 bytes"),
@@ -146,6 +163,16 @@ CASES = [
     Case("load_upload_missing_file", lambda w: load(
         w, upload_id=upload(w, ("m.onnx", b"x", True, "")).upload_id, file_name="other.onnx"),
         PRECONDITION, "other.onnx"),
+    # RunnerBusyError -> RESOURCE_EXHAUSTED, at once, for every serialized call
+    Case("infer_while_busy", lambda w: while_busy(w, lambda w: w.runner.stub.Infer(
+        pb.InferRequest(model_id=w.model_id, inputs=good_inputs()), timeout=TIMEOUT_S)), BUSY,
+        "busy: serving Benchmark since "),
+    Case("load_while_busy", lambda w: while_busy(w, lambda w: load(w, path=str(w.path))), BUSY, "busy: serving"),
+    Case("upload_while_busy", lambda w: while_busy(w, lambda w: upload(w, ("m.onnx", b"x", True, ""))), BUSY,
+         "busy: serving"),
+    Case("fetch_while_busy", lambda w: while_busy(w, lambda w: fetch(w, w.model_id)), BUSY, "busy: serving"),
+    # PathSourceRefusedError -> PERMISSION_DENIED (a runner on TCP)
+    Case("load_path_over_tcp", load_path_over_tcp, DENIED, "uploaded models only"),
 ]
 
 
@@ -169,11 +196,15 @@ def test_status_code(case, world):
 def test_every_table_row_is_hit(world):
     """The cases above reach every status code of the table, each through its own exception type."""
     hit = {run_case(case, world).code() for case in CASES}
-    assert hit == set(STATUS_CODES.values())
+    # CANCELLED answers a caller that has gone: no client sees it (test_server.py checks that the work stops).
+    assert hit == set(STATUS_CODES.values()) - {grpc.StatusCode.CANCELLED}
     assert STATUS_CODES == {UnknownModelError: grpc.StatusCode.NOT_FOUND,
                             InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
                             ChecksumMismatchError: grpc.StatusCode.DATA_LOSS,
-                            ModelFileMissingError: grpc.StatusCode.FAILED_PRECONDITION}
+                            ModelFileMissingError: grpc.StatusCode.FAILED_PRECONDITION,
+                            RunnerBusyError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            PathSourceRefusedError: grpc.StatusCode.PERMISSION_DENIED,
+                            CallerGoneError: grpc.StatusCode.CANCELLED}
     for error_type, code in STATUS_CODES.items():
         assert status_code(error_type("x")) == code
     assert status_code(RuntimeError("x")) == grpc.StatusCode.INTERNAL

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -66,6 +67,59 @@ def test_start_gives_a_serving_runner(sandbox):
     assert "runners.server --backend echo" in sandbox.reproduce_command(runner)
     assert "listening on" in sandbox.logs(runner)
     assert os.sched_getaffinity(process.pid) == {min(os.sched_getaffinity(0))}  # threads=1: pinned to one core
+    assert os.getsid(process.pid) == process.pid != os.getsid(0)  # its own session: Ctrl-C reaches only us
+
+
+START_LOOP_RUNNERS = 100
+START_LOOP_THREADS = 4  # starts overlap, as forks from a busy orchestrator do; the machine's cores bound the time
+
+
+def test_a_hundred_runners_start_while_grpc_channels_are_live(sandbox):
+    """Runners start from a process whose gRPC channels are live, as the orchestrator's are. A preexec_fn made
+    subprocess fork() and run gRPC's fork handlers, which restarted gRPC's pollers in the child until close_fds
+    closed their epoll fd: now and then a runner died with SIGABRT before exec (1 or 2 in 100 here before the fix)."""
+    kept = [sandbox.start("echo", threads=0, ready_timeout_s=READY_S) for _ in range(2)]
+    idle = [RunnerClient(runner.target) for runner in kept]  # connected and idle, so gRPC's fork handlers would run
+    failures: list[str] = []
+
+    def start_and_stop(count: int) -> None:
+        for _ in range(count):
+            try:
+                runner = sandbox.start("echo", threads=0, ready_timeout_s=READY_S)
+                client = RunnerClient(runner.target)
+                try:
+                    assert client.describe(TIMEOUT_S).available
+                finally:
+                    client.close()
+                sandbox.stop(runner)
+            except Exception as error:  # every failure counted, not only the first
+                failures.append(str(error)[:300])
+
+    try:
+        for client in idle:
+            assert client.describe(TIMEOUT_S).available
+        threads = [threading.Thread(target=start_and_stop, args=(START_LOOP_RUNNERS // START_LOOP_THREADS,))
+                   for _ in range(START_LOOP_THREADS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for client in idle:
+            client.close()
+    assert not failures, f"{len(failures)} of {START_LOOP_RUNNERS} runners failed to start: {failures[:3]}"
+    assert sandbox._count == START_LOOP_RUNNERS + len(kept)
+
+
+def test_a_runner_whose_parent_is_already_gone_exits_at_once(tmp_path):
+    """The parent-death signal is set by the runner after exec; a parent that died before that is noticed."""
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'proto'}", SPEEDSTER_RUN_BACKENDS=TEST_BACKENDS,
+               SPEEDSTER_RUN_PARENT_PID="1" if os.getpid() != 1 else "2")
+    done = subprocess.run([sys.executable, "-m", "runners.server", "--backend", "echo", "--listen",
+                           f"unix://{tmp_path}/r.sock", "--workdir", str(tmp_path)], env=env, cwd=REPO,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "parent process" in done.stderr and "is gone" in done.stderr, done.stderr
+    assert not list(tmp_path.iterdir())  # it never got as far as its scratch directory or socket
 
 
 @pytest.mark.parametrize(

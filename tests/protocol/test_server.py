@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import wait as futures_wait
 from pathlib import Path
 
 import grpc
@@ -25,10 +26,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from orchestrator.runner_client import RunnerCallError, RunnerClient, wait_until_serving
 from runners import tensors
 from runners.files import send_files
+from runners.server import RUNNER_WORKERS
 from speedster_run.runner.v1 import CHUNK_BYTES, PROTOCOL_VERSION, SERVICE_NAME
 from speedster_run.runner.v1 import runner_pb2 as pb
+from speedster_run.runner.v1 import runner_pb2_grpc as pb_grpc
 from tests.protocol import echo_backend
-from tests.protocol.support import REPO, TIMEOUT_S
+from tests.protocol.support import REPO, TEST_BACKENDS, TIMEOUT_S
 from tests.protocol.models import BIG_IN, add_one_model, big_weights, external_data_model
 
 FILES = ["model.onnx", "weights.bin"]
@@ -363,3 +366,147 @@ def test_bad_listen_exits_with_a_message(listen, message, tmp_path):
     assert message in done.stderr
     assert "Traceback" not in done.stderr
     assert not list(tmp_path.iterdir())  # no scratch directory left behind
+
+
+# -- one caller at a time, answered at once; health on its own threads; work stops when its caller has gone -------
+
+def echo_model(runner, tmp_path: Path, variant: str) -> str:
+    placeholder = tmp_path / "model.bin"
+    placeholder.write_bytes(b"x")
+    return load_ok(runner, pb.ModelSource(path=str(placeholder)), variant=variant).model_id
+
+
+def sleep_benchmark(model_id: str, max_time_s: float) -> pb.BenchmarkRequest:
+    """A Benchmark of the "sleep" echo model that runs for max_time_s (SLEEP_S per run)."""
+    return pb.BenchmarkRequest(model_id=model_id, inputs=tensors.set_to_proto({"x": X}), warmup_iterations=0,
+                               min_iterations=100_000, max_iterations=100_000, max_time_s=max_time_s,
+                               window_iterations=1, stable_windows=1)
+
+
+def wait_idle(runner, timeout_s: float) -> float:
+    """Seconds until the runner serves nothing (AssertionError past timeout_s)."""
+    began = time.monotonic()
+    while runner.servicer.serving is not None:
+        assert time.monotonic() - began < timeout_s, f"still serving {runner.servicer.serving}"
+        time.sleep(0.01)
+    return time.monotonic() - began
+
+
+def test_a_busy_runner_answers_a_second_caller_at_once(echo_runner, tmp_path):
+    model_id = echo_model(echo_runner, tmp_path, "sleep")
+    benchmark = echo_runner.stub.Benchmark.future(sleep_benchmark(model_id, max_time_s=2.0), timeout=TIMEOUT_S)
+    try:
+        while echo_runner.servicer.serving != "Benchmark":
+            time.sleep(0.01)
+        began = time.monotonic()
+        with pytest.raises(grpc.RpcError) as caught:
+            echo_runner.stub.Infer(pb.InferRequest(model_id=model_id, inputs=tensors.set_to_proto({"x": X})),
+                                   timeout=TIMEOUT_S)
+        assert time.monotonic() - began < 1.0  # at once, not at its deadline
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert re.fullmatch(r"busy: serving Benchmark since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(for \d+ s\)",
+                            caught.value.details()), caught.value.details()
+        assert health_status(echo_runner.target, SERVICE_NAME) == health_pb2.HealthCheckResponse.SERVING
+        assert echo_runner.client.describe(TIMEOUT_S).backend == "echo"  # Describe touches no device: it answers
+        # The orchestrator's client asks again within its deadline; past it, it says what the runner was serving.
+        with pytest.raises(RunnerCallError) as busy:
+            echo_runner.client.infer(model_id, {"x": X}, timeout_s=0.5)
+        assert busy.value.kind == "busy" and busy.value.status == "RESOURCE_EXHAUSTED"
+        assert str(busy.value).startswith("runner busy: serving Benchmark since ")
+        assert "0.5 s deadline passed" in str(busy.value)
+        waited = echo_runner.client.infer(model_id, {"x": X}, timeout_s=TIMEOUT_S)  # retried until the runner is free
+        assert not waited.failure.category and benchmark.done()
+        assert not benchmark.result().failure.category
+    finally:
+        benchmark.cancel()
+        wait_idle(echo_runner, TIMEOUT_S)
+
+
+def test_health_answers_while_the_runner_service_threads_are_all_taken(echo_runner):
+    release = threading.Event()
+    taken = [echo_runner.pool.submit(release.wait) for _ in range(RUNNER_WORKERS)]
+    try:
+        with pytest.raises(RunnerCallError, match="deadline"):
+            echo_runner.client.describe(timeout_s=0.5)  # no RunnerService thread is free...
+        began = time.monotonic()
+        assert health_status(echo_runner.target, SERVICE_NAME) == health_pb2.HealthCheckResponse.SERVING
+        assert time.monotonic() - began < 1.0  # ...and health answers anyway, on its own threads
+    finally:
+        release.set()
+        futures_wait(taken)
+    assert echo_runner.client.describe(TIMEOUT_S).backend == "echo"
+
+
+def test_a_benchmark_stops_when_its_caller_has_gone(echo_runner, tmp_path):
+    """Past its deadline, nobody reads the answer: the measurement ends there, not after its 30 s budget."""
+    model_id = echo_model(echo_runner, tmp_path, "sleep")
+    with pytest.raises(RunnerCallError) as caught:
+        echo_runner.client.benchmark(sleep_benchmark(model_id, max_time_s=30.0), timeout_s=0.5)
+    assert caught.value.kind == "timeout"
+    assert wait_idle(echo_runner, 5.0) < 2 * echo_backend.SLEEP_S + 1.0
+    # Cancelled rather than timed out: the same.
+    call = echo_runner.stub.Benchmark.future(sleep_benchmark(model_id, max_time_s=30.0), timeout=TIMEOUT_S)
+    while echo_runner.servicer.serving != "Benchmark":
+        time.sleep(0.01)
+    call.cancel()
+    assert wait_idle(echo_runner, 5.0) < 2 * echo_backend.SLEEP_S + 1.0
+    echo_runner.client.unload(model_id, TIMEOUT_S)
+
+
+def test_a_model_whose_caller_has_gone_is_not_kept(echo_runner, tmp_path):
+    """Its caller never learns its id and could never unload it: the runner frees it when the compile ends."""
+    placeholder = tmp_path / "model.bin"
+    placeholder.write_bytes(b"x")
+    models = set(echo_runner.servicer.models)
+    with pytest.raises(RunnerCallError, match="deadline"):
+        echo_runner.client.load(pb.LoadRequest(model=pb.ModelSource(path=str(placeholder)), variant="slow_load"),
+                                timeout_s=0.3)
+    wait_idle(echo_runner, echo_backend.SLOW_LOAD_S + 5)
+    assert set(echo_runner.servicer.models) == models
+    assert len(list((echo_runner.servicer.workdir / "models").iterdir())) == len(models)
+
+
+def test_delete_upload_removes_its_files(echo_runner, tmp_path):
+    (tmp_path / "model.bin").write_bytes(b"x" * 10)
+    upload_id = echo_runner.client.upload(tmp_path, ["model.bin"], TIMEOUT_S)
+    directory = echo_runner.servicer.uploads[upload_id]
+    assert (directory / "model.bin").is_file()
+    echo_runner.client.delete_upload(upload_id, TIMEOUT_S)
+    assert not directory.exists() and upload_id not in echo_runner.servicer.uploads
+    with pytest.raises(RunnerCallError, match="NOT_FOUND: unknown upload"):
+        echo_runner.client.load(pb.LoadRequest(model=pb.ModelSource(upload_id=upload_id, file_name="model.bin")),
+                                TIMEOUT_S)
+
+
+def test_sigterm_ends_a_runner_whose_call_hangs(tmp_path):
+    """A compile stuck for good: after the stop's grace period the runner removes its scratch directory and exits
+    without waiting for the stuck thread (the interpreter would wait for it forever)."""
+    target = f"unix://{tmp_path}/r.sock"
+    env = dict(os.environ, SPEEDSTER_RUN_BACKENDS=TEST_BACKENDS,
+               PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "proto")]))
+    command = [sys.executable, "-m", "runners.server", "--backend", "echo", "--listen", target,
+               "--workdir", str(tmp_path)]
+    log = tmp_path / "runner.log"
+    with open(log, "wb") as handle:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=handle, stderr=handle)
+    try:
+        deadline = time.monotonic() + 30
+        while not wait_until_serving(target, timeout_s=0.5):
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+        (scratch,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+        (tmp_path / "model.bin").write_bytes(b"x")
+        with grpc.insecure_channel(target) as channel:
+            request = pb.LoadRequest(model=pb.ModelSource(path=str(tmp_path / "model.bin")), variant="hang")
+            hung = pb_grpc.RunnerServiceStub(channel).Load.future(request, timeout=TIMEOUT_S)  # its caller waits on
+            time.sleep(0.5)
+            began = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=10)
+            assert time.monotonic() - began < 5
+            assert isinstance(hung.exception(timeout=TIMEOUT_S), grpc.RpcError)  # the stop ended the call
+        assert not scratch.exists()
+        assert "Load still running" in log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

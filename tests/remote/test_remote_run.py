@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 
 import pytest
@@ -38,13 +40,59 @@ def test_cli_run_streams_the_model_to_a_tls_runner_and_leaves_it_running(tls_run
     assert report["environment"]["remote_tls"] and report["environment"]["remote_token"]
     assert report["config"]["runners"] == [["onnxruntime", tls_runner.address]]
     assert report["config"]["runner_security"]["token"] == "(set)" and TOKEN not in report_path.read_text()
-    # The runner got the model through an upload (it runs elsewhere, in another directory): one per run and format.
-    uploads = list(tls_runner.scratch().glob("uploads/*/mlp.onnx"))
-    assert len(uploads) == 1 and uploads[0].read_bytes() == model.read_bytes()
-    # Everything this run loaded was unloaded again; the runner itself keeps serving.
-    assert not list(tls_runner.scratch().glob("models/*"))
+    # The runner got the model through an upload (it runs elsewhere, in another directory): one per run and format,
+    # deleted at the run's end with everything the run loaded; the runner itself keeps serving.
+    uploaded, deleted = runner_log_uploads(tls_runner)
+    assert len(uploaded) == 1 and uploaded == deleted
+    assert not list(tls_runner.scratch().glob("uploads/*")) and not list(tls_runner.scratch().glob("models/*"))
     assert tls_runner.alive()
     tls_runner.wait_serving(timeout_s=5, tls_ca=pki.ca)
+
+
+def runner_log_uploads(runner: RemoteRunner) -> tuple[list[str], list[str]]:
+    """The upload ids a runner logged as received, and those it logged as deleted."""
+    text = runner.log.read_text()
+    return re.findall(r"upload (\w+): \d+ files", text), re.findall(r"upload (\w+) deleted", text)
+
+
+def test_three_runs_leave_no_upload_on_a_long_lived_runner(tmp_path):
+    """A compose service serves run after run: each run deletes what it uploaded, so its tmpfs does not fill."""
+    runner = RemoteRunner("onnxruntime", tmp_path / "home")
+    try:
+        runner.wait_serving()
+        for run in range(3):
+            (tmp_path / f"run{run}").mkdir()
+            config = RunConfig(model=mlp_onnx(tmp_path / f"run{run}" / "mlp.onnx"), samples=2, sandbox="remote",
+                               runners=(("onnxruntime", runner.address),),
+                               timing=TimingConfig(time_budget_s=0.1, rounds=1, warmup_iterations=1))
+            report = optimize(config, sandbox=RemoteSandbox(config.runners))
+            assert report.winner, [row.failure for row in report.candidates]
+            assert not list(runner.scratch().glob("uploads/*")), f"run {run} left its upload"
+            assert not list(runner.scratch().glob("models/*")), f"run {run} left a model loaded"
+        uploaded, deleted = runner_log_uploads(runner)
+        assert len(uploaded) == 3 and sorted(uploaded) == sorted(deleted)
+        assert runner.alive()
+    finally:
+        runner.stop()
+
+
+def test_a_wrong_token_is_a_configuration_error_naming_the_runner(tls_runner, pki, tmp_path):
+    """UNAUTHENTICATED is not every candidate's failure: exit 2, one line, before any candidate runs."""
+    model = mlp_onnx(tmp_path / "mlp.onnx")
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text("not-the-token\n")
+    runner = f"onnxruntime={tls_runner.address}"
+    assert_user_error(cli("--model", model, "--runner", runner, "--runner-tls-ca", pki.ca, "--runner-token-file",
+                          wrong, *FAST),
+                      f"runner for onnxruntime at {tls_runner.address} refused the token given (UNAUTHENTICATED)")
+    env = {k: v for k, v in os.environ.items() if k != "SPEEDSTER_RUN_TOKEN"}
+    assert_user_error(cli("--model", model, "--runner", runner, "--runner-tls-ca", pki.ca, *FAST, env=env),
+                      f"runner for onnxruntime at {tls_runner.address} requires a token (UNAUTHENTICATED)")
+    # A sandbox made by hand (the Python API) finds it when the runner starts: nothing turns it into rows.
+    config = RunConfig(model=model, samples=2, sandbox="remote", runners=(("onnxruntime", tls_runner.address),),
+                       runner_security=RunnerSecurity(tls_ca=pki.ca, token="not-the-token"))
+    with pytest.raises(UserError, match="refused the token given"):
+        optimize(config, sandbox=RemoteSandbox(config.runners, config.runner_security))
 
 
 def test_cli_user_errors_for_runners(tmp_path, pki, token_file):
@@ -157,9 +205,13 @@ def test_a_timed_out_call_leaves_the_remote_runner_in_use(tmp_path, monkeypatch)
         assert caught.value.category == "timeout" and "not ours to kill" in caught.value.message
         assert time.monotonic() - started < 10
         assert runner.alive() and pool.is_current("fake", generation)
-        # The next call waits for the stuck one (a hung compile never ends here): it times out in turn.
-        with pytest.raises(CallFailure, match="timeout"):
-            pool.call("fake", lambda c: c.describe(timeout_s=1.0))
+        # The next call is answered "busy" at once and retried within its deadline (a hung compile never ends
+        # here): it fails in turn, saying what the runner serves. Describe, which touches no device, still answers.
+        with pytest.raises(CallFailure) as busy:
+            load("ok", 1.0)
+        assert busy.value.category == "timeout"
+        assert busy.value.message.startswith("runner busy: serving Load since ")
+        assert pool.call("fake", lambda c: c.describe(timeout_s=5.0)).backend == "fake"
         assert pool.is_current("fake", generation) and runner.alive()
         closed = time.monotonic()
         pool.close()  # unloading the "ok" model gives up after UNLOAD_TIMEOUT_S on a busy runner; nothing is killed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -13,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from orchestrator.runner_client import RunnerCallError, RunnerClient, open_channel, wait_until_serving
 from runners import security
 from runners.server import ServerSecurity, check_security
-from speedster_run.runner.v1 import SERVICE_NAME
+from speedster_run.runner.v1 import GRPC_OPTIONS, SERVICE_NAME
 from speedster_run.runner.v1 import runner_pb2 as pb
 from speedster_run.runner.v1 import runner_pb2_grpc as pb_grpc
 from tests.conftest import mlp_onnx
@@ -139,6 +140,26 @@ def test_token_and_ca_give_describe_streamed_load_and_infer(tls_runner, pki, tmp
         client.close()
 
 
+def test_a_tcp_runner_loads_uploaded_models_only(tls_runner, pki, tmp_path):
+    """A path would open any file of the runner's host for a caller on another host: PERMISSION_DENIED."""
+    model = mlp_onnx(tmp_path / "mlp.onnx", inputs=8, outputs=4)
+    client = RunnerClient(tls_runner.address, tls_ca=pki.ca, token=TOKEN)
+    try:
+        request = pb.LoadRequest(model=pb.ModelSource(path=str(model), format="onnx"), device="cpu", threads=1)
+        with pytest.raises(RunnerCallError) as caught:
+            client.load(request, timeout_s=30)
+        assert caught.value.status == "PERMISSION_DENIED"
+        assert "listens on TCP: it loads uploaded models only" in str(caught.value)
+        upload_id = client.upload(model.parent, [model.name], timeout_s=30)  # the way that works
+        source = pb.ModelSource(upload_id=upload_id, file_name=model.name, format="onnx")
+        loaded = client.load(pb.LoadRequest(model=source, device="cpu", threads=1), timeout_s=60)
+        assert loaded.model_id, loaded.failure
+        client.unload(loaded.model_id)
+        client.delete_upload(upload_id)
+    finally:
+        client.close()
+
+
 def test_the_certificate_name_can_be_overridden(tls_runner, pki):
     # runner.test is in the certificate but not in the address: the override makes the check pass.
     assert wait_until_serving(tls_runner.address, 10, tls_ca=pki.ca, server_name="runner.test")
@@ -192,3 +213,38 @@ def test_the_environment_token_does_not_apply_to_unix_sockets(tmp_path, monkeypa
         client.close()
     finally:
         sandbox.close()
+
+
+# -- what an unauthenticated peer costs the runner -----------------------------------------------------------------
+def peak_rss_mib(pid: int) -> float:
+    """VmHWM, the process's peak resident memory so far, from /proc (kB there)."""
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+UNAUTHENTICATED_INFER_MIB = 200
+UNAUTHENTICATED_GROWTH_LIMIT_MIB = 32  # the request is refused before its body is read: nowhere near its size
+
+
+def test_an_unauthenticated_request_is_refused_before_its_body_is_read(pki, token_file, tmp_path):
+    """A 200 MiB Infer without the token: UNAUTHENTICATED, and the runner never buffers (or decodes) the message."""
+    runner = RemoteRunner("onnxruntime", tmp_path, "--tls-cert", str(pki.server_cert), "--tls-key",
+                          str(pki.server_key), "--token-file", str(token_file))
+    try:
+        runner.wait_serving(tls_ca=pki.ca)
+        before = peak_rss_mib(runner.process.pid)
+        tensor = pb.Tensor(name="x", dtype=pb.DATA_TYPE_UINT8, shape=[UNAUTHENTICATED_INFER_MIB << 20],
+                           data=bytes(UNAUTHENTICATED_INFER_MIB << 20))
+        request = pb.InferRequest(model_id="m", inputs=pb.TensorSet(tensors=[tensor]))
+        with open_channel(runner.address, options=GRPC_OPTIONS, tls_ca=pki.ca, token="wrong-token") as channel:
+            with pytest.raises(grpc.RpcError) as caught:
+                pb_grpc.RunnerServiceStub(channel).Infer(request, timeout=60)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED, caught.value.details()
+        del request, tensor
+        runner.wait_serving(timeout_s=10, tls_ca=pki.ca)  # still serving after the refusal
+        after = peak_rss_mib(runner.process.pid)
+        print(f"runner peak memory around a {UNAUTHENTICATED_INFER_MIB} MiB unauthenticated Infer: "
+              f"{before:.0f} MiB -> {after:.0f} MiB")
+        assert after - before < UNAUTHENTICATED_GROWTH_LIMIT_MIB, (before, after)
+    finally:
+        runner.stop()

@@ -1,7 +1,7 @@
 """Runner protocol v1: generated code (scripts/gen_proto.sh) and the constants both ends agree on."""
 
 # "major.minor": a runner answers Describe with it; the orchestrator refuses another major version.
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "1.1"  # 1.1: DeleteUpload; SaveArtifactRequest.format and .example
 SERVICE_NAME = "speedster_run.runner.v1.RunnerService"
 
 # gRPC's 4 MiB default is too small for real tensors; 512 MiB bounds one message (a batch of images, a calibration

@@ -303,11 +303,25 @@ class UploadModelResponse(_message.Message):
     files: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, upload_id: _Optional[str] = ..., files: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class DeleteUploadRequest(_message.Message):
+    __slots__ = ("upload_id",)
+    UPLOAD_ID_FIELD_NUMBER: _ClassVar[int]
+    upload_id: str
+    def __init__(self, upload_id: _Optional[str] = ...) -> None: ...
+
+class DeleteUploadResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class SaveArtifactRequest(_message.Message):
-    __slots__ = ("model_id",)
+    __slots__ = ("model_id", "format", "example")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLE_FIELD_NUMBER: _ClassVar[int]
     model_id: str
-    def __init__(self, model_id: _Optional[str] = ...) -> None: ...
+    format: str
+    example: TensorSet
+    def __init__(self, model_id: _Optional[str] = ..., format: _Optional[str] = ..., example: _Optional[_Union[TensorSet, _Mapping]] = ...) -> None: ...
 
 class ArtifactManifest(_message.Message):
     __slots__ = ("backend", "format", "file_name", "precision", "variant", "options", "files")

@@ -44,6 +44,11 @@ class RunnerServiceStub:
                 request_serializer=speedster__run_dot_runner_dot_v1_dot_runner__pb2.FileChunk.SerializeToString,
                 response_deserializer=speedster__run_dot_runner_dot_v1_dot_runner__pb2.UploadModelResponse.FromString,
                 _registered_method=True)
+        self.DeleteUpload = channel.unary_unary(
+                '/speedster_run.runner.v1.RunnerService/DeleteUpload',
+                request_serializer=speedster__run_dot_runner_dot_v1_dot_runner__pb2.DeleteUploadRequest.SerializeToString,
+                response_deserializer=speedster__run_dot_runner_dot_v1_dot_runner__pb2.DeleteUploadResponse.FromString,
+                _registered_method=True)
         self.Load = channel.unary_unary(
                 '/speedster_run.runner.v1.RunnerService/Load',
                 request_serializer=speedster__run_dot_runner_dot_v1_dot_runner__pb2.LoadRequest.SerializeToString,
@@ -86,6 +91,12 @@ class RunnerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UploadModel(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUpload(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -139,6 +150,11 @@ def add_RunnerServiceServicer_to_server(servicer, server):
                     servicer.UploadModel,
                     request_deserializer=speedster__run_dot_runner_dot_v1_dot_runner__pb2.FileChunk.FromString,
                     response_serializer=speedster__run_dot_runner_dot_v1_dot_runner__pb2.UploadModelResponse.SerializeToString,
+            ),
+            'DeleteUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUpload,
+                    request_deserializer=speedster__run_dot_runner_dot_v1_dot_runner__pb2.DeleteUploadRequest.FromString,
+                    response_serializer=speedster__run_dot_runner_dot_v1_dot_runner__pb2.DeleteUploadResponse.SerializeToString,
             ),
             'Load': grpc.unary_unary_rpc_method_handler(
                     servicer.Load,
@@ -225,6 +241,33 @@ class RunnerService:
             '/speedster_run.runner.v1.RunnerService/UploadModel',
             speedster__run_dot_runner_dot_v1_dot_runner__pb2.FileChunk.SerializeToString,
             speedster__run_dot_runner_dot_v1_dot_runner__pb2.UploadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/speedster_run.runner.v1.RunnerService/DeleteUpload',
+            speedster__run_dot_runner_dot_v1_dot_runner__pb2.DeleteUploadRequest.SerializeToString,
+            speedster__run_dot_runner_dot_v1_dot_runner__pb2.DeleteUploadResponse.FromString,
             options,
             channel_credentials,
             insecure,
