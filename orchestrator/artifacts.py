@@ -8,6 +8,7 @@ from pathlib import Path
 
 from orchestrator.errors import UserError
 from orchestrator.images import image_name
+from orchestrator.output_paths import check_creatable
 from orchestrator.pool import CallFailure
 from orchestrator.report import RunReport
 from runners.files import safe_relative
@@ -17,9 +18,10 @@ MANIFEST_VERSION = 1
 
 
 def check_save_dir(path: Path) -> None:
-    """Refuses, before the run starts, a target that would overwrite the user's files."""
+    """Refuses, before the run starts, a target that would overwrite the user's files or that cannot be written."""
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UserError(f"--save {path}: exists and is not an empty directory; choose a new directory")
+    check_creatable(path, "--save")
 
 
 def write_chunks(chunks, target: Path) -> dict[str, str]:

@@ -65,36 +65,61 @@ def inspect_onnx(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
 
     try:
         model = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # onnx raises DecodeError, OSError...
+        raise _invalid_onnx(path, error) from None
+    external_files(path, model)
+    try:
         # By path, so the checker finds external data next to the file and handles models over 2 GB.
         onnx.checker.check_model(str(path))
-    except Exception as error:  # onnx raises DecodeError, ValidationError, OSError...
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"{path} is not a valid ONNX model ({reason[:200]}); re-export it or check the file") from None
+    except Exception as error:  # ValidationError...
+        raise _invalid_onnx(path, error) from None
     initializers = {init.name for init in model.graph.initializer}
     inputs = [_onnx_value_info(v) for v in model.graph.input if v.name not in initializers]
     outputs = [_onnx_value_info(v) for v in model.graph.output]
     return inputs, outputs
 
 
-def model_files(path: Path, fmt: str) -> list[str]:
-    """The files that make up a model, relative to its directory: the file itself plus an ONNX file's external data."""
-    if fmt != ONNX:
-        return [path.name]
+def _invalid_onnx(path: Path, error: Exception) -> UserError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return UserError(f"{path} is not a valid ONNX model ({reason[:200]}); re-export it or check the file")
+
+
+def external_files(path: Path, model=None) -> list[str]:
+    """The external data files an ONNX file names, relative to its directory. A location that leaves the directory
+    (an absolute path, `..`, a symlink to elsewhere) is a UserError: nothing outside it is read or streamed."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    model = onnx.load(str(path), load_external_data=False) if model is None else model
     locations = {entry.value for init in model.graph.initializer for entry in init.external_data
                  if entry.key == "location"}
-    return [path.name] + sorted(locations)
+    directory = path.parent.resolve()
+    for location in sorted(locations):
+        target = (directory / location).resolve()
+        if target != directory and directory in target.parents and ".." not in Path(location).parts:
+            continue
+        raise UserError(f"{path}: its external data location {location!r} is outside the model's directory "
+                        f"{path.parent}; keep the data files beside the model and re-save it with relative locations")
+    return sorted(locations)
 
 
-def open_model(path: Path, overrides: ShapeOverrides) -> SourceModel:
-    """Reads the model's signature; any unreadable model is a UserError with one actionable line."""
+def model_files(path: Path, fmt: str) -> list[str]:
+    """The files that make up a model, relative to its directory: the file itself plus an ONNX file's external data."""
+    return [path.name] + (external_files(path) if fmt == ONNX else [])
+
+
+def model_format(path: Path) -> str:
+    """The format of the file at `path`; UserError when there is no such file."""
     if not path.exists():
         raise UserError(f"model file {path} does not exist")
     if not path.is_file():
         raise UserError(f"{path} is not a file: give the path of an .onnx, TorchScript or .pt2 file")
-    fmt = detect_format(path)
+    return detect_format(path)
+
+
+def open_model(path: Path, overrides: ShapeOverrides) -> SourceModel:
+    """Reads the model's signature here (a torch file through the checks of runners/backends/export_archive.py); any
+    unreadable model is a UserError with one actionable line."""
+    fmt = model_format(path)
     if fmt == ONNX:
         inputs, outputs = inspect_onnx(path)
     else:

@@ -170,12 +170,12 @@ def test_zoo_cli(tmp_path, capsys):
 
 
 def test_export_onnx_falls_back_to_the_torchscript_exporter(tiny, tmp_path, monkeypatch):
-    import orchestrator.torch_artifacts as torch_artifacts
+    import runners.backends.torch_onnx as torch_onnx
 
     def refuse(*args, **kwargs):
         raise RuntimeError("unsupported op")
 
-    monkeypatch.setattr(torch_artifacts, "_export_dynamo", refuse)
+    monkeypatch.setattr(torch_onnx, "export_dynamo", refuse)
     path = tiny["paths"]["torch_export", True]
     inputs, _ = inspect_torch_artifact(path, "torch_export", {})
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32), dtype=np.float32)

@@ -90,6 +90,11 @@ class LoadedModel(abc.ABC):
     def save(self, directory: Path) -> Artifact:
         """Writes a self-contained artifact into `directory` (exists, empty)."""
 
+    def export(self, directory: Path, fmt: str, example: dict[str, np.ndarray]) -> Artifact:
+        """Writes the loaded model converted to another format (SaveArtifact's `format`) into `directory`, traced
+        with `example`; backends that convert override it."""
+        raise CandidateError("unavailable", f"this backend does not export models to {fmt}")
+
     def close(self) -> None:
         """Releases the library's resources; the default relies on garbage collection."""
 

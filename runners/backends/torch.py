@@ -20,8 +20,8 @@ from runners.backends.base import (
     Artifact, Availability, Backend, CandidateError, LoadedModel, LoadSpec, Offer, TensorInfo, device_kind,
 )
 from runners.backends.torch_io import (
-    INPUTS_FILE, OUTPUTS_FILE, example_arrays, export_specs, flatten_outputs, load_export, load_torchscript,
-    outputs_from_run, specs_to_json, tensor_info, to_numpy, to_torch, torchscript_input_names,
+    INPUTS_FILE, OUTPUTS_FILE, TRUST_OPTION, example_arrays, export_specs, flatten_outputs, load_export,
+    load_torchscript, outputs_from_run, specs_to_json, tensor_info, to_numpy, to_torch, torchscript_input_names,
 )
 
 FORMATS = ("torchscript", "torch_export")
@@ -169,15 +169,17 @@ def _build(torch: Any, spec: LoadSpec) -> _TorchModel:
     details = {"variant": spec.variant, "precision": spec.precision, "device": spec.device,
                "threads": str(torch.get_num_threads()), "torch": torch.__version__}
     ep = None
+    trusted = spec.options.get(TRUST_OPTION) == "true"  # else the file is checked to run no code of its own
     if spec.format == "torch_export":
-        ep, stored = load_export(spec.model_path, spec.device)
+        ep, stored = load_export(spec.model_path, spec.device, trusted)
         inputs, outputs = export_specs(ep, stored)
         module = ep.module()
     else:
-        module, stored, outputs = load_torchscript(spec.model_path, spec.device)
+        module, stored, outputs = load_torchscript(spec.model_path, spec.device, trusted)
         inputs, module = _torchscript_inputs(module, stored, spec), module.eval()  # an exported module refuses eval()
     example = [to_torch(a, spec.device) for a in example_arrays(inputs, spec.calibration)]
     model = _TorchModel(module, spec, inputs, outputs or [], details)
+    model.source = ep if ep is not None else module
     if spec.variant == "torchscript":
         script = module if ep is None else trace_module(plain_module(ep), example)
         frozen = torch.jit.freeze(script.eval()) if hasattr(script, "training") else script  # frozen: no `training`
@@ -244,6 +246,7 @@ class _TorchModel(LoadedModel):
         self.cast: Any = None  # fp16/bf16: inputs are cast to this, float outputs back to `restore`
         self.restore: Any = None
         self.script: Callable[[], Any] | None = None  # TorchScript to save in place of the source artifact
+        self.source: Any = None  # the program as loaded (ExportedProgram or ScriptModule), for export()
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -278,7 +281,25 @@ class _TorchModel(LoadedModel):
                     raise failure(exc, "compile", "saving TorchScript failed: ") from exc
                 (directory / SAVED_NAME).unlink(missing_ok=True)  # fall back: the loader re-quantizes the source
         # Eager and Inductor keep the source artifact: the manifest's variant makes the loader compile it again.
+        # Trust is not saved: whoever loads the saved model decides again.
         shutil.copyfile(spec.model_path, directory / spec.model_path.name)
-        options = {k: v for k, v in spec.options.items() if k != "artifact"}
+        options = {k: v for k, v in spec.options.items() if k not in ("artifact", TRUST_OPTION)}
         return Artifact(spec.format, spec.model_path.name, spec.precision, spec.variant, options,
                         (spec.model_path.name,))
+
+    def export(self, directory: Path, fmt: str, example: dict[str, np.ndarray]) -> Artifact:
+        """The source program as ONNX (what the orchestrator exports itself from files it may open)."""
+        from runners.backends.torch_onnx import OnnxExportError, export_to_onnx, quiet
+
+        if fmt != "onnx" or self.spec.variant != "eager" or self.spec.precision != "fp32":
+            raise CandidateError("unavailable", f"torch exports only its fp32 eager model, and only to onnx "
+                                                f"(not {self.spec.precision}/{self.spec.variant} to {fmt})")
+        try:
+            with quiet_jit(), quiet():
+                export_to_onnx(self.source, self.spec.format, self.inputs, example, Path(directory) / "model.onnx")
+        except KeyError as exc:
+            raise CandidateError("export", f"no example array for input {exc.args[0]!r}") from None
+        except OnnxExportError as exc:
+            raise CandidateError("export", f"ONNX export failed ({exc})") from exc
+        files = tuple(sorted(p.name for p in Path(directory).iterdir()))  # model.onnx, and external data past 2 GB
+        return Artifact("onnx", "model.onnx", "fp32", "default", {}, files)

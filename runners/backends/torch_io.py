@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from runners.backends import export_archive
 from runners.backends.base import TensorInfo, device_kind
 from runners.tensors import NAME_TO_CODE, numpy_dtype
 
@@ -16,6 +17,10 @@ from runners.tensors import NAME_TO_CODE, numpy_dtype
 # torch.export keeps symbol names (s77) instead of the Dim names the exporter chose.
 INPUTS_FILE = "speedster_run/inputs.json"
 OUTPUTS_FILE = "speedster_run/outputs.json"
+# The load option that opens a torch file without export_archive's checks. The orchestrator sends it only to a runner
+# in a container or on another host, for --trust-model; it is never saved, and saved models refuse it.
+TRUST_OPTION = "trust_model"
+
 
 def specs_to_json(infos: list[TensorInfo]) -> str:
     return json.dumps([{"name": i.name, "dtype": i.dtype, "shape": list(i.shape), "dim_names": list(i.dim_names)}
@@ -36,15 +41,20 @@ def tensor_info(name: str, value: Any, rename: dict[str, str] | None = None) -> 
     return TensorInfo(name, str(value.dtype).removeprefix("torch."), shape, names)
 
 
-def load_export(path: Path, device: str = "cpu") -> tuple[Any, list[TensorInfo] | None]:
-    """The ExportedProgram, moved to `device`, and the input specs stored in it (if any)."""
+def load_export(path: Path, device: str = "cpu", trusted: bool = False) -> tuple[Any, list[TensorInfo] | None]:
+    """The ExportedProgram, moved to `device`, and the input specs stored in it (if any). Unless `trusted`, the
+    archive is first checked to hold nothing that runs code (export_archive), and the program after loading."""
     import torch
 
     extra = {INPUTS_FILE: ""}
     with open(path, "rb") as file:  # a file object: torch.export.load warns about names not ending in .pt2
+        if not trusted:  # checked and loaded through one open file: what was checked is what torch reads
+            export_archive.check_archive(file, Path(path).name)
         ep = torch.export.load(file, extra_files=extra)
     if device_kind(device) != "cpu":
         ep = torch.export.passes.move_to_device_pass(ep, device)
+    if not trusted:  # on the program returned: it makes its module() build no guard code
+        export_archive.check_program(ep, Path(path).name)
     return ep, specs_from_json(extra[INPUTS_FILE])
 
 
@@ -67,12 +77,17 @@ def export_specs(ep: Any, stored: list[TensorInfo] | None = None) -> tuple[list[
     return inputs, [tensor_info(name, value, rename) for name, value in flatten_outputs(tree)]
 
 
-def load_torchscript(path: Path, device: str = "cpu") -> tuple[Any, list[TensorInfo] | None, list[TensorInfo] | None]:
-    """The ScriptModule and the input / output specs stored in its archive (if any)."""
+def load_torchscript(path: Path, device: str = "cpu", trusted: bool = False
+                     ) -> tuple[Any, list[TensorInfo] | None, list[TensorInfo] | None]:
+    """The ScriptModule and the input / output specs stored in its archive (if any); unless `trusted`, an archive
+    whose code reads host files is refused (export_archive.check_torchscript)."""
     import torch
 
     extra = {INPUTS_FILE: "", OUTPUTS_FILE: ""}
-    module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    with open(path, "rb") as file:
+        if not trusted:
+            export_archive.check_torchscript(file, Path(path).name)
+        module = torch.jit.load(file, map_location=device, _extra_files=extra)
     return module, specs_from_json(extra[INPUTS_FILE]), specs_from_json(extra[OUTPUTS_FILE])
 
 
