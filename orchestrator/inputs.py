@@ -99,9 +99,17 @@ def load_samples(paths: list[Path], inputs: list[TensorInfo], overrides: ShapeOv
             )
         sample_overrides = {name: (tuple(a.shape), None) for name, a in arrays.items()}
         shapes = concrete_shapes(inputs, {**overrides, **sample_overrides})
-        samples.append({name: arrays[name].astype(_np_dtype(shapes[name][1]), copy=False) for name in arrays})
+        samples.append({name: _as_declared(path, name, array, shapes[name][1]) for name, array in arrays.items()})
     return samples
 
 
-def _np_dtype(name: str) -> np.dtype:
-    return tensors.numpy_dtype(tensors.NAME_TO_CODE[name])
+def _as_declared(path: Path, name: str, array: np.ndarray, dtype: str) -> np.ndarray:
+    """The array in the input's dtype, or a UserError: converting silently would measure (and calibrate on) data the
+    user never gave, e.g. float64 rounded to float32 or floats truncated to token ids."""
+    expected = tensors.numpy_dtype(tensors.NAME_TO_CODE[dtype])
+    if dtype == "bfloat16" and array.dtype == np.dtype("V2"):  # .npz keeps bfloat16 as raw 2-byte values
+        return array.view(expected)
+    if array.dtype.newbyteorder("=") != expected.newbyteorder("="):
+        raise UserError(f"--inputs {path}: input {name!r} is {array.dtype}, the model takes {dtype}; save it as "
+                        f"{dtype} (array.astype({dtype!r}))")
+    return array.astype(expected, copy=False)  # only the byte order may change

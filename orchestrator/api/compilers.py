@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-# Speedster compiler name -> (backend, variant or None for all of the backend's candidates). Names whose compiler
-# speedster-run does not ship map to nothing: ignoring them is accepted and changes nothing.
+# Every compiler name Speedster accepted (its documented list and its ModelCompiler enum) -> (backend, variant or None
+# for all of the backend's candidates). A name whose compiler speedster-run does not ship maps to nothing: ignoring it
+# is accepted and changes nothing.
 COMPILERS: dict[str, tuple[tuple[str, str | None], ...]] = {
     "onnxruntime": (("onnxruntime", None),),
     "openvino": (("openvino", None), ("onnxruntime-openvino", None)),
+    # TVM here compiles from ONNX (the torch.export program only when there is no ONNX export): Speedster's ONNX
+    # pipeline. Its torch pipeline (torch_tvm) has no counterpart.
     "tvm": (("tvm", None),),
+    "onnx_tvm": (("tvm", None),),
+    "torch_tvm": (),
     "tensor_rt": (("tensorrt", None), ("onnxruntime", "tensorrt")),
     "onnx_tensor_rt": (("tensorrt", "default"), ("onnxruntime", "tensorrt")),
     "torch_tensor_rt": (("tensorrt", "torch"),),
     "torchscript": (("torch", "torchscript"), ("torch", "dynamic")),  # TorchScript and its int8 (torch.ao)
     "torch_dynamo": (("torch", "inductor"),),
+    "xla": (("xla", None),),  # Speedster's TensorFlow XLA; here XLA is torch-xla, the xla backend
     "torch_xla": (("xla", None),),
     "torch_neuron": (("neuron", None),),
     "iree": (("iree", None),),  # not one of Speedster's: speedster-run's own addition
@@ -22,6 +28,7 @@ COMPILERS: dict[str, tuple[tuple[str, str | None], ...]] = {
     "tflite": (),
     "bladedisc": (),
     "intel_neural_compressor": (),
+    "faster_transformer": (),
 }
 # Compressors (pruning) change the weights; speedster-run keeps the user's weights, so these never run.
 COMPRESSORS = ("sparseml", "intel_pruning")

@@ -28,7 +28,7 @@ class AutoSandbox(Sandbox):
         self.docker_options = dict(docker_options or {})
         self._local = local
         self._docker = docker
-        self._docker_problem = ""  # why Docker is out for every backend (no engine, unreadable model directory)
+        self._docker_problem = ""  # why Docker is out for every backend (no engine, a share it refused)
         self._shares: list[tuple[Path, tuple[Path, ...]]] = []
         self._routes: dict[str, tuple[Sandbox, str, str]] = {}  # backend -> (sandbox, kind, note)
         self._owners: list[tuple[RunnerProcess, Sandbox]] = []

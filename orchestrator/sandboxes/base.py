@@ -29,7 +29,11 @@ class ExitInfo:
 
 
 class SandboxError(Exception):
-    """A runner could not be started (bad interpreter, engine not running...)."""
+    """A runner could not be started (bad interpreter, engine not running...). `category` is the failure category
+    of its backend's row: "crash" for a runner that died or hung at start (worth one more try), "unavailable" for
+    what no retry changes (no image, no engine)."""
+
+    category = "crash"
 
 
 class Sandbox(abc.ABC):
@@ -73,8 +77,8 @@ class Sandbox(abc.ABC):
         return RunnerClient(runner.target)
 
     def share(self, directory: Path, files: Sequence[Path] = ()) -> None:
-        """Makes a directory readable by the runners started from now on (the model's, and where export writes);
-        `files` are those in it the runners will read, for sandboxes to check that their runners can.
+        """Shows the runners started from now on what they need of a directory: with `files` (the model and its
+        external data) only those, without them the whole directory (the run's own, where export writes).
         Runners in a local process read everything already."""
 
     def runner_path(self, backend: str, path: str) -> str:

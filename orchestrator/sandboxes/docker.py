@@ -2,8 +2,9 @@
 
 A container per backend for the run, from that backend's image: no network, read-only root with a tmpfs /tmp, every
 capability dropped, no privilege gain, a fixed unprivileged user, memory/pids/CPU limits, and only the device asked
-for. The runner listens on a unix socket in a per-runner host directory mounted at /run/speedster; directories given
-to share() are mounted read-only at the same path (or, where that path would hide the image's own files, under
+for. The runner listens on a unix socket in a per-runner host directory mounted at /run/speedster. Of a directory
+given to share(), the runners see only the files named (the model and its external data, staged into the run's own
+work directory), read-only at the same path (or, where that path would hide the image's own files, under
 /speedster-share). Containers are labelled with the run and the orchestrator's pid, so those of a killed run are
 removed by the next one.
 """
@@ -29,6 +30,7 @@ from orchestrator.sandboxes import docker_engine as engine
 from orchestrator.sandboxes.base import ExitInfo, RunnerProcess, Sandbox, SandboxError
 from orchestrator.sandboxes.container_spec import (RUNNER_PYTHON, RUNNER_UID, SHARE_ROOT, SOCKET_DIR, SOCKET_NAME,
                                                   ContainerSpec, cpu_set, device_options, inside, keeps_its_path)
+from orchestrator.sandboxes.staging import stage_files
 from runners import device_names
 
 
@@ -41,6 +43,16 @@ class _Container:
     socket_dir: Path
     killed: bool = False  # by kill(): a SIGKILL the sandbox sent, not the kernel's
     final_logs: str | None = None  # kept at stop(), when the container goes
+
+
+@dataclasses.dataclass
+class _Share:
+    """A directory of the host as the runners see it: `host` (what paths are given in) is mounted from `source`
+    (the directory itself, or the staged copy of the files they need) at `target` in the container."""
+
+    host: str
+    source: str
+    target: str
 
 
 def describe_state(state: dict, mem_limit: str, killed: bool) -> ExitInfo:
@@ -80,7 +92,7 @@ class DockerSandbox(Sandbox):
         self._client = client
         self._checked_leftovers = False
         self._image_cache: dict[str, object] = {}
-        self._shares: list[tuple[str, str]] = []  # (host dir, container dir)
+        self._shares: list[_Share] = []
         self._started: list[RunnerProcess] = []
         self._count = 0
         self._workdir: Path | None = None
@@ -121,23 +133,34 @@ class DockerSandbox(Sandbox):
     # --- what runners see --------------------------------------------------------------------------------------
 
     def share(self, directory: Path, files: Sequence[Path] = ()) -> None:
-        """Mounts the directory into the runners started from now on; UserError when their user cannot read it or
-        one of `files` (runners are uid 10001, not you: what they read must be readable by others)."""
+        """Shows the runners started from now on `files` of the directory (the model and its external data), at
+        their own paths: staged into the run's work directory, readable by the runners' user (uid 10001), so that
+        nothing else of the user's directory is visible and its permissions do not matter. Without `files`, the
+        whole directory (the run's own, made readable): UserError when the runners' user cannot read it."""
         path = str(Path(directory).resolve())
-        for item, bits, fix in [(path, stat.S_IROTH | stat.S_IXOTH, "o+rx")] + [
-                (str(f), stat.S_IROTH, "o+r") for f in files if os.path.exists(f)]:
-            if os.stat(item).st_mode & bits != bits:
-                raise UserError(f"the runner containers (uid {RUNNER_UID}) cannot read {item}: "
-                                f"chmod {fix} {shlex.quote(item)}, or use --sandbox local")
-        if any(host == path for host, _ in self._shares):
+        share = next((s for s in self._shares if s.host == path), None)
+        if not files:
+            if os.stat(path).st_mode & (stat.S_IROTH | stat.S_IXOTH) != stat.S_IROTH | stat.S_IXOTH:
+                raise UserError(f"the runner containers (uid {RUNNER_UID}) cannot read {path}: "
+                                f"chmod o+rx {shlex.quote(path)}, or use --sandbox local")
+            if share is None:
+                self._shares.append(_Share(path, path, self._target(path)))
+            else:
+                share.source = path  # the whole directory: what was staged from it is in it
             return
-        target = path if keeps_its_path(path) else f"{SHARE_ROOT}/{len(self._shares)}"
-        self._shares.append((path, target))
+        if share is None:
+            share = _Share(path, str(self._work_directory() / f"share-{len(self._shares)}"), self._target(path))
+            self._shares.append(share)
+        if share.source != path:
+            stage_files(Path(path), files, Path(share.source))
+
+    def _target(self, path: str) -> str:
+        return path if keeps_its_path(path) else f"{SHARE_ROOT}/{len(self._shares)}"
 
     def runner_path(self, backend: str, path: str) -> str:
-        for host, target in sorted(self._shares, key=lambda share: -len(share[0])):
-            if inside(path, host):
-                return target + path[len(host):]
+        for share in sorted(self._shares, key=lambda share: -len(share.host)):
+            if inside(path, share.host):
+                return share.target + path[len(share.host):]
         return path
 
     def placement(self, backend: str) -> tuple[str, str]:
@@ -155,12 +178,17 @@ class DockerSandbox(Sandbox):
 
     # --- runners -----------------------------------------------------------------------------------------------
 
+    def _work_directory(self) -> Path:
+        """The run's private directory (0700): runners' socket directories and staged model files. The engine
+        mounts what is inside; nobody else on the host can enter it."""
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix=f"speedster-run-docker-{self.run_id}-"))
+        return self._workdir
+
     def _socket_dir(self, backend: str) -> tuple[Path, list[str], list[str] | None]:
         """A fresh host directory the runner (uid 10001) can create its socket in and the orchestrator can connect
         through; plus the group_add and entrypoint that takes, when not running as root."""
-        if self._workdir is None:
-            self._workdir = Path(tempfile.mkdtemp(prefix=f"speedster-run-docker-{self.run_id}-"))
-        directory = Path(tempfile.mkdtemp(prefix=f"{backend}-", dir=self._workdir))
+        directory = Path(tempfile.mkdtemp(prefix=f"{backend}-", dir=self._work_directory()))
         if os.geteuid() == 0:
             os.chown(directory, RUNNER_UID, RUNNER_UID)  # root connects to any socket
             return directory, [], None
@@ -182,7 +210,8 @@ class DockerSandbox(Sandbox):
         environment.update(self.env)
         gpu_ids, devices = device_options(self.device)
         mounts = [(str(socket_dir), SOCKET_DIR, False)]
-        mounts += [(host, target, True) for host, target in self._shares + self.extra_mounts]
+        mounts += [(share.source, share.target, True) for share in self._shares]
+        mounts += [(host, target, True) for host, target in self.extra_mounts]
         return ContainerSpec(
             image=self.image_ref(backend), image_id=image_id,
             command=["--backend", backend, "--listen", f"unix://{SOCKET_DIR}/{SOCKET_NAME}"],

@@ -17,9 +17,13 @@ LABEL_OWNER_STARTED = "io.speedster-run.owner-started"  # the owner's start time
 class EngineUnavailableError(SandboxError):
     """No Docker engine answers (or the SDK is missing)."""
 
+    category = "unavailable"
+
 
 class MissingImageError(SandboxError):
     """A backend's image is not in the engine."""
+
+    category = "unavailable"
 
 
 class ContainerStartError(SandboxError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,32 @@ def test_runner_paths_follow_where_each_share_is_mounted(tmp_path):
     assert sandbox.runner_path("onnxruntime", inner) == inner  # the deeper share wins, and keeps its path
     assert sandbox.runner_path("onnxruntime", "/tmp/r50.pt2") == "/speedster-share/1/r50.pt2"
     assert sandbox.runner_path("onnxruntime", "/elsewhere/x") == "/elsewhere/x"
+
+
+def test_files_of_a_share_are_staged_and_mounted_instead_of_their_directory(tmp_path):
+    from orchestrator.errors import UserError
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "model.onnx").write_bytes(b"model")
+    (home / "other.onnx").write_bytes(b"other")
+    (home / "notes.txt").write_text("private")
+    sandbox = DockerSandbox()
+    try:
+        sandbox.share(home, [home / "model.onnx"])
+        sandbox.share(home, [home / "other.onnx"])  # a second model of the same directory joins the first
+        staged = Path(sandbox._shares[0].source)
+        assert sorted(p.name for p in staged.iterdir()) == ["model.onnx", "other.onnx"]
+        assert sandbox.runner_path("onnxruntime", str(home / "model.onnx")) == str(home / "model.onnx")
+        spec = sandbox.spec("onnxruntime", 1, tmp_path, [], None)
+        assert (str(staged), str(home), True) in spec.mounts and not any(m[0] == str(home) for m in spec.mounts)
+        with pytest.raises(UserError, match="outside the model's directory"):
+            sandbox.share(home, [tmp_path / "elsewhere.onnx"])
+        with pytest.raises(UserError, match="chmod o\\+rx"):  # a whole directory must be readable: the run's own are
+            sandbox.share(home)
+    finally:
+        sandbox.close()
+    assert not staged.exists() and (home / "model.onnx").read_bytes() == b"model"
 
 
 @pytest.mark.parametrize("state, killed, category, words", [

@@ -72,14 +72,3 @@ def test_docker_reports_a_backend_it_was_not_asked_for_and_has_no_image_for_as_u
     assert rows["onnxruntime/fp32"]["status"] == "ok"
     assert rows["fake"]["failure"]["category"] == "unavailable"
     assert "no image for fake" in rows["fake"]["failure"]["message"]
-
-
-def test_docker_refuses_a_model_its_containers_cannot_read(docker_engine, runner_images, tmp_path, capsys):
-    from tests.conftest import mlp_onnx
-
-    tmp_path.chmod(0o700)
-    model = mlp_onnx(tmp_path / "mlp.onnx")
-    code = main(["--model", str(model), "--backends", "onnxruntime", "--sandbox", "docker", *FAST])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2
-    assert "cannot read" in err[-1] and "chmod o+rx" in err[-1]
