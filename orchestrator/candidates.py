@@ -14,6 +14,7 @@ from orchestrator.model_source import model_files
 from orchestrator.planner import Candidate
 from orchestrator.pool import CallFailure, RunnerPool
 from orchestrator.report import CandidateResult
+from orchestrator.trusted_torch import is_contained
 from runners import tensors
 from runners.errors import CATEGORY_NAMES
 from speedster_run.runner.v1 import runner_pb2 as pb
@@ -56,6 +57,8 @@ def reproduce_command(config: RunConfig, candidate: Candidate) -> str:
         words += ["--tune-budget", f"{config.tune_budget_s:g}"]
     for key, value in config.backend_options.get(candidate.backend, {}).items():
         words += ["--backend-option", f"{candidate.backend}:{key}={value}"]
+    if config.trust_model:
+        words.append("--trust-model")
     return shlex.join(words)
 
 
@@ -75,6 +78,8 @@ class CandidateRunner:
     def _model_source(self, backend: str, generation: int, fmt: str) -> pb.ModelSource:
         """Where the runner finds the model: the shared path, or an upload made once per runner and format."""
         source = self.sources[fmt]
+        if self.pool.in_process(backend):  # the caller's model needs no file
+            return source
         if self.pool.sandbox.shares_filesystem:
             path = self.pool.sandbox.runner_path(backend, source.path)  # a container may mount it elsewhere
             return source if path == source.path else pb.ModelSource(path=path, sha256=source.sha256, format=fmt)
@@ -114,7 +119,8 @@ class CandidateRunner:
         request = pb.LoadRequest(
             model=source, device=candidate.device,
             precision=candidate.precision, variant=candidate.variant, threads=self.config.effective_threads,
-            options=self.config.load_options(candidate.backend, candidate.variant),
+            options=self.config.load_options(candidate.backend, candidate.variant, contained=self.config.trust_model
+                                             and is_contained(self.pool.sandbox, candidate.backend)),
             # Only quantisation and tuning (for the shapes it tunes) need the sample inputs: other loads stay small.
             calibration=self.calibration if candidate.precision == "int8" or candidate.variant == TUNED else [],
         )

@@ -5,22 +5,25 @@
     speedster-run example-model NAME OUTPUT     (a ResNet-style model with random weights, saved as a torch artifact)
 
 Exit status: 0 with a winner, 1 when no candidate qualified, 2 for a user error, 3 for an internal error (a bug),
-130 when interrupted.
+130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM); runners and work directories are removed either way.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 
-from orchestrator.config import PRECISIONS, RunConfig, TimingConfig, parse_device
+from orchestrator.config import PRECISIONS, RunConfig, TimingConfig, check_threads, parse_device
 from orchestrator.errors import UserError
 from orchestrator.sandboxes.factory import SANDBOXES
 
 EXIT_WINNER, EXIT_NO_WINNER, EXIT_USER_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, what a shell reports for a process SIGTERM ended
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -69,7 +72,8 @@ def run_parser() -> argparse.ArgumentParser:
                    help="one input set per .npz (arrays named as the model's inputs); repeatable")
     p.add_argument("--samples", type=_positive(int), default=8, help="random input sets when no --inputs (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
-    p.add_argument("--threads", type=int, default=0, help="threads per model (default: every usable core)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="threads per model (default: every usable core); more than the usable cores is refused")
     p.add_argument("--warmup", type=int, default=5, help="warm-up iterations per benchmark round (default 5)")
     p.add_argument("--iterations", type=_positive(int), default=None,
                    help="timed iterations per candidate, instead of the time budget")
@@ -105,6 +109,10 @@ def run_parser() -> argparse.ArgumentParser:
                    help="file with the runners' bearer token (default: $SPEEDSTER_RUN_TOKEN; required off loopback)")
     p.add_argument("--runner-insecure", action="store_true",
                    help="allow non-loopback runners without TLS and a token (a trusted private network only)")
+    p.add_argument("--trust-model", action="store_true",
+                   help="a torch file that holds more than weights and a graph (pickled objects, code) is refused "
+                        "unless you trust it: then it is opened only by the torch runner in its container (--sandbox "
+                        "docker or auto with the torch image) or on another host (--runner torch=ADDR), never here")
     return p
 
 
@@ -160,11 +168,9 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         raise UserError(str(error)) from None
     if args.threads < 0:
         raise UserError("--threads must be 0 (every core) or more")
-    if args.save is not None:
-        from orchestrator.artifacts import check_save_dir
-
-        check_save_dir(args.save)
+    _check_outputs(args)
     sandbox, runners, backends, runner_security = _remote_settings(args)
+    check_threads(args.threads, sandbox, "--threads")
     return RunConfig(
         model=args.model, device=device, backends=backends, ignore_backends=args.ignore_backends,
         precisions=args.precision, metric_drop_ths=args.metric_drop_ths,
@@ -175,7 +181,25 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         timeout_s=args.timeout, report_path=args.report, save_dir=args.save,
         sandbox=sandbox, runners=runners, runner_security=runner_security,
         tune_budget_s=args.tune_budget, backend_options=_backend_options(args.backend_option),
+        trust_model=args.trust_model,
     )
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--report and --save, before anything starts: never over the model or an input file, and writable."""
+    from orchestrator.output_paths import check_report_path
+
+    if args.save is not None:
+        from orchestrator.artifacts import check_save_dir
+
+        check_save_dir(args.save)
+    if args.report is None:
+        return
+    protected = [("the model given with --model", args.model)] + [("an --inputs file", p) for p in args.inputs]
+    check_report_path(args.report, "--report", protected)
+    if args.save is not None and args.report.resolve().is_relative_to(args.save.resolve()):
+        raise UserError(f"--report {args.report} is inside --save {args.save}, which holds the saved model only; "
+                        "write the report elsewhere")
 
 
 def _backend_options(items: list[str]) -> dict[str, dict[str, str]]:
@@ -222,8 +246,20 @@ def optimize_command(argv: list[str]) -> int:
     return EXIT_WINNER if report.winner is not None else EXIT_NO_WINNER
 
 
+class TerminatedError(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: the same path as Ctrl-C, so that every finally block runs (runners stopped,
+    work directories removed). Python's default for SIGTERM is to die on the spot and leave both behind."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second SIGTERM must not cut short the cleanup
+    raise TerminatedError()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         if argv[:1] == ["backends"]:
             from orchestrator.backends_command import backends_command
@@ -242,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"speedster-run: error: {error}", file=sys.stderr)
         code = EXIT_USER_ERROR
+    except TerminatedError:
+        print("speedster-run: terminated (SIGTERM); runners stopped", file=sys.stderr)
+        code = EXIT_TERMINATED
     except KeyboardInterrupt:
         print("speedster-run: interrupted; runners stopped", file=sys.stderr)
         code = EXIT_INTERRUPTED
@@ -252,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"speedster-run: internal error (a bug, please report it): {type(error).__name__}: {error} "
               f"at {where.filename}:{where.lineno}", file=sys.stderr)
         code = EXIT_INTERNAL
+    finally:
+        if in_main_thread and previous is not None:  # None: a handler installed outside Python, left alone
+            signal.signal(signal.SIGTERM, previous)
     return code
 
 

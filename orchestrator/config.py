@@ -6,6 +6,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+from orchestrator.errors import UserError
 from orchestrator.model_source import ShapeOverrides
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -72,12 +73,20 @@ class RunConfig:
     original_may_win: bool = True  # False: the original is the baseline only (the Python API returns a compiled model)
     tune_budget_s: float | None = None  # set: also plan the "tuned" variants, each tuning within this budget
     backend_options: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)  # backend -> its options
+    trust_model: bool = False  # --trust-model: a torch file is opened only in a contained runner (trusted_torch.py)
 
-    def load_options(self, backend: str, variant: str) -> dict[str, str]:
-        """The options of one candidate's Load: the user's for its backend, plus the tuning budget for "tuned"."""
+    def load_options(self, backend: str, variant: str, contained: bool = False) -> dict[str, str]:
+        """The options of one candidate's Load: the user's for its backend, plus the tuning budget for "tuned", plus
+        trust in the model file for a torch runner in a container or on another host (`contained`) with
+        --trust-model."""
+        from runners.backends.torch_io import TRUST_OPTION
+
         options = dict(self.backend_options.get(backend, {}))
+        options.pop(TRUST_OPTION, None)  # only --trust-model grants it, and only to a contained runner
         if variant == TUNED and self.tune_budget_s is not None:
             options.setdefault("tune_budget_s", f"{self.tune_budget_s:g}")
+        if self.trust_model and contained and backend == "torch":  # the one backend whose load honours it
+            options[TRUST_OPTION] = "true"
         return options
 
     @property
@@ -94,6 +103,15 @@ class RunConfig:
             "input_files": [str(p) for p in self.input_files],
             "effective_threads": self.effective_threads,
         }
+
+
+def check_threads(threads: int, sandbox: str, setting: str) -> None:
+    """UserError for more threads than this process may use: they would measure contention, not the model. Remote
+    runners' cores are their hosts', not ours."""
+    usable = len(os.sched_getaffinity(0))
+    if threads > usable and sandbox != "remote":
+        raise UserError(f"{setting} {threads}: only {usable} cores are usable here; give at most {usable}, or 0 for "
+                        "all of them (more threads than cores would measure contention, not the model)")
 
 
 def parse_device(text: str) -> str:

@@ -24,9 +24,12 @@ class Candidate:
     format: str  # the model format it is compiled from
     device: str
     is_original: bool = False
+    label: str = ""  # a name of its own, for what is not a backend's candidate (the caller's model)
 
     @property
     def name(self) -> str:
+        if self.label:
+            return self.label
         return f"{self.backend}/{self.precision}" + ("" if self.variant == "default" else f"-{self.variant}")
 
 

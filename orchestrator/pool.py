@@ -42,6 +42,13 @@ class RunnerPool:
         self.ready_timeout_s = ready_timeout_s
         self._live: dict[str, _Live] = {}
         self._generations: dict[str, int] = {}
+        self._attached: set[str] = set()  # keys served in this process (orchestrator.in_process), never started
+
+    def attach(self, key: str, client, description: str) -> None:
+        """Serves `key` with a client that needs no runner (the user's own model in this process)."""
+        self._attached.add(key)
+        self._generations[key] = 1
+        self._live[key] = _Live(RunnerProcess(backend=key, target=client.target, description=description), client, 1)
 
     def _runner(self, backend: str) -> _Live:
         live = self._live.get(backend)
@@ -49,11 +56,15 @@ class RunnerPool:
             try:
                 process = self.sandbox.start(backend, self.threads, self.ready_timeout_s)
             except SandboxError as error:
-                raise CallFailure("crash", str(error)) from None
+                raise CallFailure(error.category, str(error)) from None
             generation = self._generations.get(backend, 0) + 1
             self._generations[backend] = generation
             live = self._live[backend] = _Live(process, self.sandbox.client(process), generation)
         return live
+
+    def in_process(self, key: str) -> bool:
+        """True for what attach() serves: no runner, no model file."""
+        return key in self._attached
 
     def generation(self, backend: str) -> int:
         """The current runner's generation, starting the runner if none lives."""
@@ -87,9 +98,13 @@ class RunnerPool:
 
     def _failure(self, backend: str, live: _Live, error: RunnerCallError) -> CallFailure:
         reproduce = self.sandbox.reproduce_command(live.process)
+        if error.kind == "busy":
+            # Serving another caller's call (or one of ours past its deadline) until this call's deadline: the
+            # runner is fine, so it stays; the message says what it served and since when.
+            return CallFailure("timeout", str(error), self.sandbox.logs(live.process), reproduce)
         if error.kind == "timeout" and not self.sandbox.can_kill:
-            # A remote runner cannot be stopped from here: it stays in use (its loaded candidates too), and its next
-            # call waits until the stuck one finishes, within that call's own deadline.
+            # A remote runner cannot be stopped from here: it stays in use (its loaded candidates too), and answers
+            # "busy" to the next calls until the stuck one finishes.
             return CallFailure("timeout", "no answer before the deadline; the runner is not ours to kill, so it may "
                                "still be busy with this call", self.sandbox.logs(live.process), reproduce)
         if error.kind == "timeout":
@@ -119,7 +134,8 @@ class RunnerPool:
         live = self._live.pop(backend, None)
         if live is not None:
             live.client.close()
-            self.sandbox.stop(live.process)
+            if backend not in self._attached:
+                self.sandbox.stop(live.process)
 
     def close(self) -> None:
         for backend in list(self._live):

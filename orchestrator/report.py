@@ -68,6 +68,9 @@ class RunReport:
     wall_s: float = 0.0
     phases_s: dict[str, float] = dataclasses.field(default_factory=dict)
     save_error: str = ""  # --save was asked and failed
+    # Python API: the user's module and the returned model timed side by side from the caller's process
+    # (orchestrator.api.as_returned), the speedup the caller gets.
+    as_returned: dict = dataclasses.field(default_factory=dict)
     report_version: int = REPORT_VERSION
 
     def to_dict(self) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import shutil
 import sys
@@ -19,6 +20,8 @@ from orchestrator.candidates import CandidateRunner, Slot, new_slot
 from orchestrator.compare import Metric, compare
 from orchestrator.config import RunConfig
 from orchestrator.errors import UserError
+from orchestrator.in_process import CALLER, CallerModel, InProcessClient
+from orchestrator.planner import Candidate
 from orchestrator.pool import CallFailure, RunnerPool
 from orchestrator.report import CandidateResult, RunReport
 from orchestrator.sandboxes.base import Sandbox
@@ -66,8 +69,10 @@ class Run:
     """The steps of one run, in order; every candidate failure becomes a row, never an exception."""
 
     def __init__(self, config: RunConfig, source: model_source.SourceModel, samples: list[dict[str, np.ndarray]],
-                 pool: RunnerPool, workdir: Path, progress: Progress, metric: Metric = compare):
+                 pool: RunnerPool, workdir: Path, progress: Progress, metric: Metric = compare,
+                 baseline: CallerModel | None = None):
         self.config = config
+        self.baseline = baseline
         self.metric = metric
         self.source = source
         self.samples = samples
@@ -79,6 +84,15 @@ class Run:
         self.rows: list[CandidateResult] = []
         self.slots: list[Slot] = []
         self.runner: CandidateRunner | None = None
+        self.start_failures: dict[str, CallFailure] = {}  # backends whose runner would not start, twice
+
+    def original_candidate(self) -> Candidate:
+        """The speedups' baseline: the caller's own model in this process when the run has it (the Python API),
+        else the original file in its runner."""
+        if self.baseline is None:
+            return planner.original_candidate(self.source.format, self.config.device)
+        device = planner.device_for(self.config.device, ("cpu", "cuda")) or "cpu"
+        return Candidate(CALLER, "fp32", "eager", self.source.format, device, True, label=self.baseline.name)
 
     def _phase(self, name: str, started: float) -> None:
         self.phases_s[name] = self.phases_s.get(name, 0.0) + time.perf_counter() - started
@@ -89,11 +103,38 @@ class Run:
             kind, note = self.pool.sandbox.placement(backend)
             self.say(f"starting the {backend} runner ({kind}{': ' + note if note else ''})")
             try:
-                self.descriptions[backend] = self.pool.call(backend, lambda c: c.describe())
+                self.descriptions[backend] = self._describe(backend)
             except CallFailure as error:
-                self.descriptions[backend] = pb.DescribeResponse(
-                    backend=backend, available=False, unavailable_reason=f"runner failed to start: {error}")
+                twice = error.category != "unavailable"
+                if twice:
+                    self.start_failures[backend] = error
+                self.descriptions[backend] = pb.DescribeResponse(backend=backend, available=False, unavailable_reason=(
+                    f"runner failed to start twice: {error}" if twice else f"runner cannot start: {error.message}"))
         self._phase("start_runners", started)
+
+    def _describe(self, backend: str) -> pb.DescribeResponse:
+        """The runner's description; a runner that fails to start (or to answer) gets one more try, so that a
+        one-off crash at start does not silently drop a backend from the run."""
+        try:
+            return self.pool.call(backend, lambda c: c.describe())
+        except CallFailure as error:
+            if error.category == "unavailable":  # no image, no engine: another try changes nothing
+                raise
+            self.say(f"the {backend} runner failed to start ({str(error)[:120]}); trying once more")
+            return self.pool.call(backend, lambda c: c.describe())
+
+    def check_device_seen(self) -> None:
+        """After the runners described themselves: a device none of them sees is a configuration error (a remote
+        runner's host may lack it too), not a run where every candidate fails."""
+        if self.config.device == "cpu" or not self.descriptions:
+            return
+        kind = self.config.device.partition(":")[0]
+        wanted = {kind} | ({"cuda", "gpu"} if kind in planner.ACCELERATOR_KINDS else set())
+        if any(d.available and any(seen.partition(":")[0] in wanted for seen in d.devices)
+               for d in self.descriptions.values()):
+            return
+        seen = "; ".join(f"{name}: {', '.join(d.devices) or 'unavailable'}" for name, d in self.descriptions.items())
+        raise UserError(f"--device {self.config.device}: no runner sees such a device ({seen})")
 
     def model_files(self) -> tuple[dict[str, pb.ModelSource], str]:
         """Every format the runners can compile from: the original, and ONNX exported from a torch artifact."""
@@ -103,10 +144,14 @@ class Run:
             return sources, ""
         started = time.perf_counter()
         self.say("exporting the torch artifact to ONNX")
-        from orchestrator.torch_artifacts import TorchExportError, export_onnx
+        from orchestrator.torch_artifacts import TorchExportError, export_onnx as exporting
 
+        if self.config.trust_model:  # the file is opened only by the torch runner, which exports it
+            from orchestrator.trusted_torch import exporter
+
+            exporting = exporter(self.pool, self.config, self.source.sha256)
         try:
-            onnx_path = export_onnx(self.source.path, self.source.format, self.source.inputs, self.samples[0],
+            onnx_path = exporting(self.source.path, self.source.format, self.source.inputs, self.samples[0],
                                     self.workdir / "model.onnx")
         except TorchExportError as error:
             return sources, str(error)
@@ -121,11 +166,16 @@ class Run:
     def plan(self, sources: dict[str, pb.ModelSource], export_error: str) -> list[Slot]:
         candidates, skipped = planner.plan(self.descriptions, {f: str(s.path) for f, s in sources.items()},
                                            self.config)
-        original = planner.original_candidate(self.source.format, self.config.device)
+        original = self.original_candidate()
+        # The original file in its runner is the original again (the caller's model, run as exported): not a
+        # candidate of its own.
+        runner_original = planner.original_candidate(self.source.format, self.config.device)
         same = [c for c in candidates if (c.backend, c.precision, c.variant, c.format) ==
-                (original.backend, original.precision, original.variant, original.format)]
+                (runner_original.backend, runner_original.precision, runner_original.variant, runner_original.format)]
         candidates = [original] + [c for c in candidates if c not in same]
         for skip in skipped:
+            if skip.backend in self.start_failures:
+                skip = dataclasses.replace(skip, category="crash")
             row = CandidateResult(name=f"{skip.backend}" + (f"/{skip.precision}-{skip.variant}" if skip.precision else ""),
                                   backend=skip.backend, precision=skip.precision, variant=skip.variant)
             message = f"{skip.reason}: {export_error}" if skip.category == "export" and export_error else skip.reason
@@ -153,8 +203,8 @@ class Run:
 
     def execute(self, backends: list[str]) -> RunReport:
         started = time.perf_counter()
-        original_backend = planner.ORIGINAL[self.source.format][0]
-        self.describe(backends + ([original_backend] if original_backend not in backends else []))
+        self.describe(backends + [b for b in self.reference_backends() if b not in backends])
+        self.check_device_seen()
         sources, export_error = self.model_files()
         slots = self.plan(sources, export_error)
         original = slots[0]
@@ -187,10 +237,13 @@ class Run:
         for slot in slots:
             if slot.alive:
                 slot.result.status = "ok"
-                slot.result.versions = dict(self.descriptions[slot.candidate.backend].versions)
+                slot.result.versions = self.versions(slot.candidate.backend)
         self.rows = [s.result for s in slots] + self.rows
         self.score(original.result)
         winner, tie_with, verdict = pick_winner(self.rows, original.result, self.config.original_may_win)
+        if self.start_failures:
+            verdict += (f" Not in the running: {', '.join(self.start_failures)} (runner failed to start twice; "
+                        "see the crash rows).")
         report = RunReport(
             config=self.config.to_dict(),
             environment=self.environment(),
@@ -203,6 +256,18 @@ class Run:
         self._phase("total_inside_run", started)
         report.phases_s = self.phases_s
         return report
+
+    def reference_backends(self) -> list[str]:
+        """Backends the run needs whatever the user picked: the original's runner computes the reference outputs,
+        unless the caller's model (in this process) does it on the CPU."""
+        if self.baseline is not None and self.config.device == "cpu":
+            return []
+        return [planner.ORIGINAL[self.source.format][0]]
+
+    def versions(self, backend: str) -> dict[str, str]:
+        if backend == CALLER and self.baseline is not None:
+            return dict(self.baseline.versions)
+        return dict(self.descriptions[backend].versions)
 
     def benchmark(self, slots: list[Slot]) -> None:
         """Interleaved rounds: every candidate measures once per round, in an order that rotates each round,
@@ -271,26 +336,38 @@ class Run:
 
 
 def optimize(config: RunConfig, progress: Progress = _quiet, sandbox: Sandbox | None = None,
-             metric: Metric = compare) -> RunReport:
+             metric: Metric = compare, baseline: CallerModel | None = None) -> RunReport:
     """Runs the whole optimisation. Raises UserError before starting anything when the input is bad.
-    `metric` judges each candidate's outputs against the references (default: `compare`)."""
+    `metric` judges each candidate's outputs against the references (default: `compare`); `baseline` is the
+    caller's own model, run in this process as the original (the Python API passes the user's module)."""
     started = time.perf_counter()
-    source = model_source.open_model(config.model, config.input_shapes)
+    if config.trust_model:  # a torch file is read by the torch runner in its container, never here
+        from orchestrator.trusted_torch import open_model
+
+        source = open_model(config, progress)
+    else:
+        source = model_source.open_model(config.model, config.input_shapes)
     samples = prepare_samples(config, source)
     backends = select_backends(config)
+    if config.sandbox != "remote":
+        from orchestrator.host_devices import check_present
+
+        check_present(config.device)
     if sandbox is None:
         from orchestrator.sandboxes.factory import make_sandbox
 
         original = planner.ORIGINAL[source.format][0]
         sandbox = make_sandbox(config, backends + ([original] if original not in backends else []))
     pool = RunnerPool(sandbox, config.effective_threads)
+    if baseline is not None:
+        pool.attach(CALLER, InProcessClient(baseline, config.effective_threads), baseline.description)
     workdir = Path(tempfile.mkdtemp(prefix="speedster-run-model-"))
     workdir.chmod(0o755)  # runners in containers read the export as another user
     try:
         model = source.path.resolve()  # the model and its external data, then where exports go
         sandbox.share(model.parent, [model.parent / name for name in model_source.model_files(model, source.format)])
         sandbox.share(workdir)
-        run = Run(config, source, samples, pool, workdir, progress, metric)
+        run = Run(config, source, samples, pool, workdir, progress, metric, baseline)
         report = run.execute(backends)
         if config.save_dir is not None and report.winner is not None:
             from orchestrator.artifacts import save_winner

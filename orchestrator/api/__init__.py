@@ -15,10 +15,12 @@ def save_model(optimized_model: OptimizedModel, path: str | Path) -> Path:
 
 
 def load_model(path: str | Path, device: str | None = None, execution: str = "auto",
-               sandbox: str = "auto") -> OptimizedModel:
+               sandbox: str = "auto", trust_model: bool = False) -> OptimizedModel:
     """Loads a model written by save_model: in this process when its backend is installed here, otherwise through
-    the backend's runner (its image where one is built); a clear error when neither is possible."""
-    return load(path, device=device, execution=execution, sandbox=sandbox)
+    the backend's runner (its image where one is built); a clear error when neither is possible. A torch artifact
+    that holds more than weights and a graph is refused unless `trust_model`, which opens it only in the torch
+    runner's container (or a runner on another host)."""
+    return load(path, device=device, execution=execution, sandbox=sandbox, trust_model=trust_model)
 
 
 __all__ = ["optimize_model", "save_model", "load_model", "OptimizedModel"]

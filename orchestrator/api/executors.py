@@ -34,17 +34,23 @@ class InRunner:
     """The saved artifact loaded in the backend's runner, started in `sandbox` (auto: Docker when the image is
     built and an engine answers, else a local process); every call goes over the runner protocol."""
 
-    def __init__(self, directory: Path, manifest: dict, device: str, threads: int | None, sandbox: str = "auto"):
+    def __init__(self, directory: Path, manifest: dict, device: str, threads: int | None, sandbox: str = "auto",
+                 trust_model: bool = False):
         from orchestrator.config import RunConfig
         from orchestrator.pool import CallFailure, RunnerPool
         from orchestrator.sandboxes.factory import make_sandbox
+        from orchestrator.trusted_torch import HOW, is_contained
 
         self.backend = backend = manifest["backend"]
         config = RunConfig(model=directory / manifest["file_name"], device=device, sandbox=sandbox,
-                           threads=manifest.get("threads", 0) if threads is None else threads)
+                           threads=manifest.get("threads", 0) if threads is None else threads, trust_model=trust_model)
         self.pool = RunnerPool(make_sandbox(config, [backend]), config.effective_threads)
         sandbox_ = self.pool.sandbox
+        contained = is_contained(sandbox_, backend)
         try:
+            if trust_model and not contained:
+                raise SavedModelError(f"{directory}: trust_model=True loads it only in a runner in a container or on "
+                                      f"another host, and this {backend} runner would be a local process: {HOW}")
             names = sorted(manifest["files"])
             if sandbox_.shares_filesystem:
                 sandbox_.share(directory, [directory / n for n in names])
@@ -56,7 +62,8 @@ class InRunner:
                 source = pb.ModelSource(upload_id=upload, file_name=manifest["file_name"], format=manifest["format"],
                                         sha256=manifest["files"][manifest["file_name"]])
             request = pb.LoadRequest(model=source, device=device, precision=manifest["precision"],
-                                     variant=manifest["variant"], options=manifest.get("options", {}),
+                                     variant=manifest["variant"],
+                                     options=manifest.get("options", {}) | config.load_options(backend, "", contained),
                                      threads=config.effective_threads)
             answer = self.pool.call(backend, lambda c: c.load(request, CALL_TIMEOUT_S))
             if answer.failure.category:
@@ -96,12 +103,16 @@ def importable_here(backend: str) -> str:
 
 
 def open_executor(directory: Path, manifest: dict, device: str, threads: int | None, execution: str = "auto",
-                  sandbox: str = "auto"):
-    """An executor for the saved artifact: in-process when possible (or asked), else through a runner."""
+                  sandbox: str = "auto", trust_model: bool = False):
+    """An executor for the saved artifact: in-process when possible (or asked), else through a runner; with
+    `trust_model` always through a runner in a container (or on another host), which opens the artifact unchecked."""
     if execution not in EXECUTIONS:
         raise ValueError(f"execution={execution!r}; use one of {', '.join(EXECUTIONS)}")
-    if execution == "runner":
-        return InRunner(directory, manifest, device, threads, sandbox)
+    if trust_model and execution == "in-process":
+        raise SavedModelError(f"{directory}: trust_model=True never opens the model in this process; use "
+                              "execution='runner' (or 'auto')")
+    if execution == "runner" or trust_model:
+        return InRunner(directory, manifest, device, threads, sandbox, trust_model)
     reason = importable_here(manifest["backend"])
     if not reason:
         return InProcess(directory, manifest, device, threads)

@@ -124,7 +124,7 @@ def _eager_attention(model: Any) -> Iterator[None]:
             config._attn_implementation = saved[key]
 
 
-def _call_options(model: Any) -> dict[str, Any]:
+def call_options(model: Any) -> dict[str, Any]:
     """HuggingFace models run without their key/value cache: it is state for generation loops, not an output."""
     accepted = forward_parameters(model)[1]
     return {"use_cache": False} if is_huggingface(model) and "use_cache" in accepted else {}
@@ -154,9 +154,9 @@ def export(model: Any, samples: Samples, axes: dynamic.DynamicAxes, out_dir: Pat
 def _export(model: Any, samples: Samples, axes: dynamic.DynamicAxes, out_dir: Path) -> tuple[Path, dict]:
     import torch
 
-    from orchestrator.torch_artifacts import _quiet
+    from runners.backends.torch_onnx import quiet as _quiet
 
-    extra = _call_options(model)
+    extra = call_options(model)
     flat = _flat_module(model, samples.names, samples.as_keywords, extra)
     args = tuple(to_torch(a, "cpu") for a in _example(samples, axes))
     with _quiet(), torch.inference_mode():

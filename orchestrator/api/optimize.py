@@ -4,6 +4,7 @@ interface."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -16,9 +17,11 @@ import numpy as np
 
 from orchestrator.api import compilers, dynamic, metrics, summary
 from orchestrator.api import input_data as data_forms
-from orchestrator.api.export import evaluating, export, forward_parameters, is_huggingface
+from orchestrator.api.as_returned import AsReturned, measure_as_returned
+from orchestrator.api.baseline import TorchCaller
+from orchestrator.api.export import call_options, evaluating, export, forward_parameters, is_huggingface
 from orchestrator.api.optimized_model import OptimizedModel, write_meta
-from orchestrator.config import RunConfig, TimingConfig, parse_device
+from orchestrator.config import RunConfig, TimingConfig, check_threads, parse_device
 from orchestrator.errors import UserError
 
 OPTIMIZATION_TIMES = {
@@ -42,6 +45,10 @@ def _threads() -> int:
         if value:
             if not value.isdigit():
                 raise ValueError(f"{variable}={value!r}: expected a whole number of threads")
+            try:
+                check_threads(int(value), "local", variable)
+            except UserError as error:
+                raise ValueError(str(error)) from None
             return int(value)
     return 0
 
@@ -61,13 +68,14 @@ def _device(device: str | None) -> tuple[str, str]:
     return canonical, f"cuda:{index}" if kind in ("cuda", "gpu") else "cpu"
 
 
-def _onnx_input_names(path: Path) -> list[str]:
+def _onnx_inputs(path: Path) -> dict[str, str]:
+    """The ONNX file's inputs: name -> dtype."""
     from orchestrator.model_source import inspect_onnx
 
     if not path.is_file():
         raise ValueError(f"model {str(path)!r}: no such file (pass a torch.nn.Module or an ONNX file path)")
     try:
-        return [i.name for i in inspect_onnx(path)[0]]
+        return {i.name: i.dtype for i in inspect_onnx(path)[0]}
     except UserError as error:
         raise ValueError(str(error)) from None
 
@@ -99,9 +107,15 @@ def _npz_files(samples: list[dict[str, np.ndarray]], workdir: Path) -> tuple[Pat
 def _samples(model: Any, input_data: Any, tokenizer: Any, tokenizer_args: dict | None) -> data_forms.Samples:
     """input_data as named samples, checked against the ONNX file's inputs or the module's forward()."""
     if isinstance(model, (str, Path)):
-        onnx_inputs = _onnx_input_names(Path(model))
-        samples = data_forms.normalize(input_data, onnx_inputs)
-        data_forms.check_arity(samples, onnx_inputs, onnx_inputs)
+        onnx_inputs = _onnx_inputs(Path(model))
+        names = list(onnx_inputs)
+        samples = data_forms.normalize(input_data, names)
+        data_forms.check_arity(samples, names, names)
+        for name, array in samples.arrays[0].items():  # converting silently would check data the user never gave
+            if array.dtype.name != onnx_inputs.get(name, array.dtype.name):
+                raise data_forms.InputDataError(
+                    f"input_data: input {name!r} is {array.dtype.name}, the model takes {onnx_inputs[name]}; pass "
+                    f"arrays of that dtype (array.astype({onnx_inputs[name]!r}))")
         return samples
     if not hasattr(model, "forward") or not callable(model):
         raise ValueError(f"model is a {type(model).__name__}; pass a torch.nn.Module, a HuggingFace model or an ONNX "
@@ -156,6 +170,14 @@ def optimize_model(model: Any, input_data: Any, metric_drop_ths: float | None = 
     say = (lambda message: None) if quiet else _say
     run_device, torch_device = _device(device)
     exclude = compilers.excluded(ignore_compilers, ignore_compressors)
+    if report_path:  # before anything starts: never over the model, and a place that can be written
+        from orchestrator.output_paths import check_report_path
+
+        model_file = [("the model", Path(model))] if isinstance(model, (str, Path)) else []
+        try:
+            check_report_path(Path(report_path), "report_path", model_file)
+        except UserError as error:
+            raise ValueError(str(error)) from None
 
     from_file = isinstance(model, (str, Path))
     samples = _samples(model, input_data, tokenizer, tokenizer_args)
@@ -181,9 +203,11 @@ def optimize_model(model: Any, input_data: Any, metric_drop_ths: float | None = 
             original_may_win=from_file and "onnxruntime" not in (ignore_compilers or ()),
             save_dir=Path(keep.name) / "model", report_path=Path(report_path) if report_path else None)
         judge = metrics.make_metric(metric, labels, output_structure, samples.framework)
+        baseline = None if from_file else _baseline(model, samples, torch_device)
         from orchestrator.run import optimize
 
-        report = optimize(config, say, metric=judge)
+        with contextlib.nullcontext() if from_file else evaluating(baseline.model):
+            report = optimize(config, say, metric=judge, baseline=baseline)
     except UserError as error:
         keep.cleanup()
         raise ValueError(str(error)) from None
@@ -192,8 +216,6 @@ def optimize_model(model: Any, input_data: Any, metric_drop_ths: float | None = 
         raise
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    if report_path:
-        report.write_json(Path(report_path))
     from orchestrator.report import table
 
     say("candidates:\n" + table(report))
@@ -201,16 +223,47 @@ def optimize_model(model: Any, input_data: Any, metric_drop_ths: float | None = 
         say(f"latencies written to {summary.write_latencies(report, Path.cwd(), _model_name(model))}")
     if report.winner is None or report.save_error:
         keep.cleanup()
+        if report_path:
+            report.write_json(Path(report_path))
         say(f"WARNING: no optimized model: {report.save_error or report.verdict}")
         return None
-    return _wrap(model, report, samples, axes, output_structure, original_size, keep, run_device, torch_device,
-                 execution, sandbox, say)
+    optimized = _wrap(model, report, samples, axes, output_structure, original_size, keep, run_device, torch_device,
+                      execution, sandbox, say, baseline, config)
+    if report_path:
+        report.write_json(Path(report_path))
+    return optimized
+
+
+def _baseline(model: Any, samples: data_forms.Samples, torch_device: str) -> TorchCaller:
+    """The user's module as the baseline, on the run's device (a copy there when it lives elsewhere)."""
+    import torch
+
+    where = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if where != torch.device(torch_device):
+        import copy
+
+        model = copy.deepcopy(model).to(torch_device)
+    return TorchCaller(model, samples.names, samples.as_keywords, call_options(model), torch_device)
+
+
+def _as_returned(baseline: TorchCaller, optimized: OptimizedModel, samples: data_forms.Samples, report,
+                 config: RunConfig) -> AsReturned:
+    """The original and the returned model called from here on the first sample, side by side."""
+    winner = next(r for r in report.candidates if r.name == report.winner)
+    args = baseline.prepare(samples.arrays[0])
+    optimized_args = [a.to(optimized.meta["torch_device"]) for a in args]
+    call = ((lambda: optimized(**dict(zip(samples.names, optimized_args)))) if samples.as_keywords
+            else (lambda: optimized(*optimized_args)))
+    with baseline.threads(config.effective_threads):
+        return measure_as_returned(lambda: baseline.call(args), call, config.timing, config.effective_threads,
+                                   winner.stats.median_ms, seed=config.seed)
 
 
 def _wrap(model: Any, report, samples: data_forms.Samples, axes: dynamic.DynamicAxes, output_structure: dict,
           original_size: int | None, keep: tempfile.TemporaryDirectory, run_device: str, torch_device: str,
-          execution: str, sandbox: str, say) -> OptimizedModel:
-    """The saved winner behind the original's interface, timed at the dynamic axes' sizes; prints the summary."""
+          execution: str, sandbox: str, say, baseline: TorchCaller | None, config: RunConfig) -> OptimizedModel:
+    """The saved winner behind the original's interface, timed from here as the caller will call it (and at the
+    dynamic axes' sizes); prints the summary."""
     from_file = isinstance(model, (str, Path))
     saved = Path(keep.name) / "model"
     first = samples.arrays[0]
@@ -234,12 +287,22 @@ def _wrap(model: Any, report, samples: data_forms.Samples, axes: dynamic.Dynamic
         with evaluating(model):
             shapes = _latency_by_shape(model, optimized, samples, axes)
     optimized.summary = {"verdict": report.verdict, "latency_by_shape": shapes}
+    as_returned = None
+    if baseline is not None:
+        say("timing the returned model against your module, both called from this process")
+        with evaluating(baseline.model):
+            as_returned = _as_returned(baseline, optimized, samples, report, config)
+        optimized.summary |= {"as_returned": as_returned.to_dict(), "speedup": as_returned.speedup}
+        report.as_returned = as_returned.to_dict()
     optimized.report = report
     artifact_size = sum((saved / name).stat().st_size for name in optimized.manifest["files"])
     leading = next(iter(first.values()))
     batch = leading.shape[0] if leading.ndim else 1
-    say("results:\n" + summary.speedster_table(report, batch, original_size, artifact_size, shapes))
-    say(f"{report.verdict} The optimized model runs {optimized.execution}.")
+    say("results:\n" + summary.speedster_table(report, batch, original_size, artifact_size, shapes, as_returned))
+    say(f"{report.verdict} The optimized model runs {optimized.execution}." + (
+        "" if as_returned is None else f" As returned, called from this process: {as_returned.speedup:.2f}x "
+        f"(95% CI {as_returned.speedup_ci[0]:.2f}-{as_returned.speedup_ci[1]:.2f}), {as_returned.optimized_ms:.3g} "
+        f"ms vs {as_returned.original_ms:.3g} ms; the call itself costs {as_returned.call_overhead_ms:.3g} ms."))
     return optimized
 
 

@@ -1,9 +1,11 @@
 """The model optimize_model returns: called like the original (tensors in, the same output structure out), saved
-as a directory of plain data, loaded back with load_model.
+as a directory, loaded back with load_model.
 
 A saved directory holds the winner's artifact and manifest.json (what `speedster-run --save` writes: backend,
 precision, files with sha256, the image that runs it) plus speedster.json (how the original is called: input names,
-shapes and dynamic axes, output structure, device). Loading executes nothing from the directory.
+shapes and dynamic axes, output structure, device). Loading checks both (loader.read_manifest,
+saved_meta.read_meta) before the backend opens the artifact; what that runs per format is in the README's "Using a
+saved model".
 """
 
 from __future__ import annotations
@@ -17,23 +19,23 @@ import numpy as np
 
 from orchestrator.api import dynamic, structure
 from orchestrator.api.executors import open_executor
+from orchestrator.api.saved_meta import API_FILE, API_VERSION, read_meta
 from orchestrator.loader import SavedModelError, read_manifest
 
-API_FILE = "speedster.json"
-API_VERSION = 1
 
 
 class OptimizedModel:
     """Call it as you called the original: model(x), model(x, y), model(**tokenizer_output), model.forward(...)."""
 
     def __init__(self, directory: Path, meta: dict, device: str | None = None, threads: int | None = None,
-                 execution: str = "auto", sandbox: str = "auto", keep: Any = None):
+                 execution: str = "auto", sandbox: str = "auto", keep: Any = None, trust_model: bool = False):
         self.directory = Path(directory)
         self.meta = meta
         self.manifest = read_manifest(self.directory)
         self.device = device or meta["device"]
         self.axes = dynamic.from_json(meta["dynamic_axes"])
-        self._executor = open_executor(self.directory, self.manifest, self.device, threads, execution, sandbox)
+        self._executor = open_executor(self.directory, self.manifest, self.device, threads, execution, sandbox,
+                                       trust_model)
         self._keep = keep  # a TemporaryDirectory holding `directory` until this model is gone
         self.summary: dict = meta.get("summary", {})
         self.report = None  # the run's RunReport, on the model optimize_model returns (not saved)
@@ -105,11 +107,21 @@ class OptimizedModel:
     __call__ = forward
 
     def save(self, path: str | Path) -> Path:
-        """Writes the model to a new (or empty) directory; load_model(path) brings it back."""
+        """Writes the model to a new or empty directory, or replaces a previous save there in one step (a script run
+        twice); a directory holding anything else is refused, untouched. load_model(path) brings it back."""
+        from orchestrator.api.save_target import holds_exactly_a_save, write_directory
+
         target = Path(path)
-        if target.exists() and (not target.is_dir() or any(target.iterdir())):
-            raise FileExistsError(f"{target}: exists and is not an empty directory; choose a new directory")
-        shutil.copytree(self.directory, target, dirs_exist_ok=True)
+        if target.is_symlink() and not target.exists():
+            raise FileExistsError(f"{target}: a symlink to nothing; choose a new directory")
+        real = target.resolve() if target.is_symlink() else target  # replace what the link points to, keep the link
+        if real.is_dir() and not any(real.iterdir()):
+            shutil.copytree(self.directory, real, dirs_exist_ok=True)
+        elif not real.exists() or holds_exactly_a_save(real, API_FILE):
+            write_directory(self.directory, real)
+        else:
+            raise FileExistsError(f"{target}: exists and is neither empty nor a previous save (manifest.json, "
+                                  f"{API_FILE} and the files its manifest lists, nothing else); choose a new directory")
         return target
 
     def close(self) -> None:
@@ -129,16 +141,10 @@ def write_meta(directory: Path, meta: dict) -> None:
     (directory / API_FILE).write_text(json.dumps({"api_version": API_VERSION, **meta}, indent=1, default=str) + "\n")
 
 
-def load(path: str | Path, device: str | None = None, execution: str = "auto", sandbox: str = "auto"
-         ) -> OptimizedModel:
+def load(path: str | Path, device: str | None = None, execution: str = "auto", sandbox: str = "auto",
+         trust_model: bool = False) -> OptimizedModel:
     directory = Path(path)
     if not directory.is_dir():
         raise SavedModelError(f"{directory}: no such directory (expected one written by save_model)")
-    try:
-        meta = json.loads((directory / API_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise SavedModelError(f"{directory}: not a model saved by save_model ({API_FILE}: {error})") from None
-    if meta.get("api_version") != API_VERSION:
-        raise SavedModelError(f"{directory}: saved with format {meta.get('api_version')}, this version reads "
-                              f"{API_VERSION}")
-    return OptimizedModel(directory, meta, device=device, execution=execution, sandbox=sandbox)
+    return OptimizedModel(directory, read_meta(directory), device=device, execution=execution, sandbox=sandbox,
+                          trust_model=trust_model)

@@ -32,14 +32,17 @@ def _mb(size: int | None) -> str:
 
 
 def speedster_table(report: RunReport, batch_size: int, original_size: int | None, optimized_size: int | None,
-                    shapes: dict[str, dict[str, float]]) -> str:
-    """Speedster's summary: original against the winner, with the measured drop and where it runs."""
+                    shapes: dict[str, dict[str, float]], as_returned=None) -> str:
+    """Speedster's summary: original against the winner, with the measured drop and where it runs. With
+    `as_returned` (an AsReturned) the latencies are those the caller gets, both models called from this process."""
     rows = {r.name: r for r in report.candidates}
     original = next(r for r in report.candidates if r.is_original)
     winner = rows[report.winner]
     before, after = original.stats.median_ms / 1e3, winner.stats.median_ms / 1e3
+    if as_returned is not None:
+        before, after = as_returned.original_ms / 1e3, as_returned.optimized_ms / 1e3
     table = [
-        ["backend", f"{original.backend} ({original.variant})", f"{winner.backend} ({winner.variant})", ""],
+        ["backend", original.name, winner.name, ""],
         ["latency", f"{before:.4f} sec/batch", f"{after:.4f} sec/batch", f"{before / after:.2f}x"],
         ["throughput", f"{batch_size / before:.2f} data/sec", f"{batch_size / after:.2f} data/sec",
          f"{before / after:.2f}x"],
@@ -48,6 +51,8 @@ def speedster_table(report: RunReport, batch_size: int, original_size: int | Non
         ["metric drop", "", f"{winner.comparison.drop:.4g}" if winner.comparison else "", ""],
         ["techniques", "", winner.precision, ""],
     ]
+    if as_returned is not None:
+        table.insert(2, ["of which the call", "", f"{as_returned.call_overhead_ms / 1e3:.4f} sec/batch", ""])
     for label, measured in shapes.items():  # dynamic models: the winner at min / opt / max sizes
         table.append([f"latency at {label}", f"{measured['original']:.4f} sec/batch",
                       f"{measured['optimized']:.4f} sec/batch", f"{measured['original'] / measured['optimized']:.2f}x"])

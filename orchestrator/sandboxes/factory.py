@@ -53,7 +53,7 @@ def make_sandbox(config: RunConfig, backends: Sequence[str] = ()) -> Sandbox:
 
         return LocalSandbox()
     if config.sandbox == "remote":
-        from orchestrator.sandboxes.remote import RemoteSandbox, check_security
+        from orchestrator.sandboxes.remote import PROBE_TIMEOUT_S, RemoteSandbox, check_security
 
         if not config.runners:
             raise UserError("--sandbox remote needs at least one --runner NAME=ADDR")
@@ -66,5 +66,8 @@ def make_sandbox(config: RunConfig, backends: Sequence[str] = ()) -> Sandbox:
             if backend not in given:
                 raise UserError(f"no --runner given for backend {backend}, which runs the original model to compute "
                                 f"the reference outputs: add --runner {backend}=ADDR")
-        return RemoteSandbox(config.runners, config.runner_security)
+        sandbox = RemoteSandbox(config.runners, config.runner_security)
+        for backend in backends:  # a wrong token is a UserError before anything starts (a runner down is a row)
+            sandbox.check_token(backend, PROBE_TIMEOUT_S)
+        return sandbox
     raise UserError(f"unknown sandbox {config.sandbox!r}; use one of {', '.join(SANDBOXES)}")

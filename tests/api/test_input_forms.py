@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -129,8 +131,11 @@ def test_threads_and_devices_as_speedster_spells_them(monkeypatch):
     from orchestrator.api.optimize import _device, _threads
 
     monkeypatch.delenv("SPEEDSTER_RUN_THREADS_PER_MODEL", raising=False)
-    monkeypatch.setenv("NEBULLVM_THREADS_PER_MODEL", "3")
-    assert _threads() == 3
+    monkeypatch.setenv("NEBULLVM_THREADS_PER_MODEL", "1")
+    assert _threads() == 1
+    monkeypatch.setenv("NEBULLVM_THREADS_PER_MODEL", str(len(os.sched_getaffinity(0)) + 1))
+    with pytest.raises(ValueError, match="cores are usable here"):
+        _threads()
     monkeypatch.setenv("SPEEDSTER_RUN_THREADS_PER_MODEL", "1")
     assert _threads() == 1
     monkeypatch.setenv("SPEEDSTER_RUN_THREADS_PER_MODEL", "two")
@@ -139,3 +144,12 @@ def test_threads_and_devices_as_speedster_spells_them(monkeypatch):
     assert _device("gpu:1") == ("gpu:1", "cuda:1") and _device("cuda") == ("cuda:0", "cuda:0")
     assert _device(None) == (("cuda:0", "cuda:0") if torch.cuda.is_available() else ("cpu", "cpu"))
     assert _device("neuron:1") == ("neuron:1", "cpu") and _device("tpu") == ("tpu:0", "cpu")
+
+
+def test_onnx_input_data_of_another_dtype_is_refused_naming_it(tmp_path):
+    from speedster import optimize_model
+    from tests.conftest import mlp_onnx
+
+    path = mlp_onnx(tmp_path / "mlp.onnx")
+    with pytest.raises(InputDataError, match=r"input 'x' is float64, the model takes float32"):
+        optimize_model(str(path), [((np.zeros((1, 256)),),)], sandbox="local", quiet=True)

@@ -154,8 +154,10 @@ def test_load_model_errors(cnn, images, tmp_path):
         load_model(tmp_path / "missing")
     optimized = optimize_model(cnn, [((x,),) for x in images], ignore_compilers=OTHERS["onnxruntime"], **RUN)
     saved = optimized.save(tmp_path / "saved")
-    with pytest.raises(FileExistsError, match="not an empty directory"):
-        optimized.save(saved)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="neither empty nor a previous save"):
+        optimized.save(tmp_path / "mine")
     manifest = json.loads((saved / "manifest.json").read_text())
     artifact = saved / manifest["file_name"]
     artifact.write_bytes(artifact.read_bytes() + b"tampered")

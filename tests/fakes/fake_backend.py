@@ -60,10 +60,25 @@ class _FakeModel(LoadedModel):
         return Artifact("onnx", "model.onnx", "fp32", self.variant, {}, ("model.onnx",))
 
 
+def _crash_at_start() -> None:
+    """SPEEDSTER_FAKE_START_CRASHES=COUNTER_FILE:N: the first N runners to probe abort before serving (a runner that
+    dies at start, as grpc's fork handlers once made real ones do)."""
+    setting = os.environ.get("SPEEDSTER_FAKE_START_CRASHES")
+    if not setting:
+        return
+    path, _, limit = setting.rpartition(":")
+    counter = Path(path)
+    crashes = int(counter.read_text() or 0) if counter.exists() else 0
+    if crashes < int(limit):
+        counter.write_text(str(crashes + 1))
+        os.abort()
+
+
 class FakeBackend(Backend):
     name = "fake"
 
     def probe(self) -> Availability:
+        _crash_at_start()
         variants = [v for v in os.environ.get("SPEEDSTER_FAKE_VARIANTS", "ok").split(",") if v]
         offers = tuple(Offer("fp32", v, ("cpu",), ("onnx",), f"fake: {v}") for v in variants)
         return Availability(available=True, versions={"fake": "1"}, devices=("cpu",), offers=offers)

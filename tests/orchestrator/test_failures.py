@@ -107,3 +107,20 @@ def test_a_hopelessly_slow_candidate_stops_being_timed_after_a_round(mlp_model, 
     assert slow.status == "ok" and len(slow.latencies_ns) == 1 and slow.stats.n > 0
     assert any("measured in 1 round(s) only" in note for note in slow.notes)
     assert len(ok.latencies_ns) == 3 and report.winner != "fake/fp32-slow"
+
+
+@pytest.mark.parametrize("crashes", [1, 2])
+def test_a_runner_that_dies_at_start_is_retried_once_then_a_crash_row_named_in_the_verdict(
+        mlp_model, fake_backend_env, monkeypatch, tmp_path, crashes):
+    monkeypatch.setenv("SPEEDSTER_FAKE_START_CRASHES", f"{tmp_path / 'starts'}:{crashes}")
+    messages = []
+    report = optimize(RunConfig(model=mlp_model, backends=("onnxruntime", "fake"), samples=2, timing=FAST_TIMING),
+                      progress=messages.append)
+    assert any("fake runner failed to start" in m and "trying once more" in m for m in messages), messages
+    rows = [r for r in report.candidates if r.backend == "fake"]
+    if crashes == 1:  # the second start worked: the backend competes as if nothing happened
+        assert [r.status for r in rows] == ["ok"] and "Not in the running" not in report.verdict
+    else:
+        assert len(rows) == 1 and rows[0].failure.category == "crash", rows
+        assert "failed to start twice" in rows[0].failure.message and "SIGABRT" in rows[0].failure.message
+        assert "Not in the running: fake" in report.verdict and report.winner is not None
