@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 from orchestrator.runner_client import RunnerClient  # noqa: E402
 from orchestrator.sandboxes.local import LocalSandbox  # noqa: E402
 from runners import tensors  # noqa: E402
-from runners.measure import TimingPlan, measure  # noqa: E402
+from speedster_run.shared.measure import TimingPlan, measure  # noqa: E402
 from speedster_run.runner.v1 import runner_pb2 as pb  # noqa: E402
 
 
@@ -31,7 +31,7 @@ def main() -> None:
     import torch
 
     from orchestrator import zoo
-    from runners.backends.torch_io import load_export
+    from speedster_run.shared.torch_io import load_export
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet18")

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 from orchestrator.runner_client import RunnerClient  # noqa: E402
 from orchestrator.sandboxes.local import LocalSandbox  # noqa: E402
 from runners import tensors  # noqa: E402
-from runners.measure import TimingPlan, measure  # noqa: E402
+from speedster_run.shared.measure import TimingPlan, measure  # noqa: E402
 from speedster_run.runner.v1 import runner_pb2 as pb  # noqa: E402
 
 

@@ -11,7 +11,7 @@ from orchestrator.images import image_name
 from orchestrator.output_paths import check_creatable
 from orchestrator.pool import CallFailure
 from orchestrator.report import RunReport
-from runners.files import safe_relative
+from speedster_run.shared.files import safe_relative
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1

@@ -15,8 +15,8 @@ from orchestrator.planner import Candidate
 from orchestrator.pool import CallFailure, RunnerPool
 from orchestrator.report import CandidateResult
 from orchestrator.trusted_torch import is_contained
-from runners import tensors
-from runners.errors import CATEGORY_NAMES
+from speedster_run.shared import tensors
+from speedster_run.shared.errors import CATEGORY_NAMES
 from speedster_run.runner.v1 import runner_pb2 as pb
 
 

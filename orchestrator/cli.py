@@ -120,7 +120,7 @@ def _remote_settings(args: argparse.Namespace):
     """(sandbox, runners, backends, security) from --sandbox, --runner and the TLS/token options; UserError if bad."""
     from orchestrator.config import RunnerSecurity
     from orchestrator.sandboxes.remote import check_security, parse_runner
-    from runners.security import SecurityConfigError, read_token
+    from speedster_run.shared.security import SecurityConfigError, read_token
 
     try:
         runners = tuple(parse_runner(text) for text in args.runner)

@@ -79,7 +79,7 @@ class RunConfig:
         """The options of one candidate's Load: the user's for its backend, plus the tuning budget for "tuned", plus
         trust in the model file for a torch runner in a container or on another host (`contained`) with
         --trust-model."""
-        from runners.backends.torch_io import TRUST_OPTION
+        from speedster_run.shared.torch_io import TRUST_OPTION
 
         options = dict(self.backend_options.get(backend, {}))
         options.pop(TRUST_OPTION, None)  # only --trust-model grants it, and only to a contained runner

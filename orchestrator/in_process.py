@@ -18,9 +18,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from runners import tensors
-from runners.errors import failure
-from runners.measure import TimingPlan, measure
+from speedster_run.shared import tensors
+from speedster_run.shared.errors import failure
+from speedster_run.shared.measure import TimingPlan, measure
 from speedster_run.runner.v1 import runner_pb2 as pb
 
 CALLER = "caller"  # the pool's key for the in-process model: not a backend, so no runner is ever started for it

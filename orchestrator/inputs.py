@@ -8,8 +8,8 @@ import numpy as np
 
 from orchestrator.errors import UserError
 from orchestrator.model_source import ShapeOverrides
-from runners import tensors
-from runners.backends.base import TensorInfo
+from speedster_run.shared import tensors
+from speedster_run.shared.types import TensorInfo
 
 
 def parse_shape_override(text: str) -> tuple[str, tuple[tuple[int, ...], str | None]]:

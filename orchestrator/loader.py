@@ -6,7 +6,7 @@
 
 The manifest is plain JSON, checked key by key: the backend is looked up by name in the registry, every file it names
 must be one of its sha256-checked files, inside the directory (no symlink out). The artifact is then loaded by the
-backend, as the README's "Using a saved model" says per format (a torch file through runners/backends/
+backend, as the README's "Using a saved model" says per format (a torch file through speedster_run/shared/
 export_archive.py's checks). The backend's library must be importable here (speedster-run[onnxruntime], [openvino]
 or [torch]).
 """
@@ -23,10 +23,10 @@ import numpy as np
 from orchestrator.errors import UserError
 from orchestrator.model_source import external_files
 from runners import registry
-from runners.backends.base import LoadedModel, LoadSpec
-from runners.backends.torch_io import TRUST_OPTION
-from runners.errors import CandidateError, InvalidRequestError
-from runners.files import safe_relative, sha256_file
+from speedster_run.shared.torch_io import TRUST_OPTION
+from speedster_run.shared.errors import CandidateError, InvalidRequestError
+from speedster_run.shared.files import safe_relative, sha256_file
+from speedster_run.shared.types import LoadSpec
 
 MANIFEST = "manifest.json"  # as orchestrator/artifacts.py writes it
 
@@ -38,7 +38,7 @@ class SavedModelError(Exception):
 class SavedModel:
     """A loaded saved model; call it with a dict of numpy arrays keyed by input name."""
 
-    def __init__(self, loaded: LoadedModel, manifest: dict, workdir: tempfile.TemporaryDirectory):
+    def __init__(self, loaded: registry.LoadedModel, manifest: dict, workdir: tempfile.TemporaryDirectory):
         self.loaded = loaded
         self.manifest = manifest
         self._workdir = workdir

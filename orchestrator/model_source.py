@@ -7,8 +7,8 @@ import zipfile
 from pathlib import Path
 
 from orchestrator.errors import UserError
-from runners.backends.base import TensorInfo
-from runners.files import sha256_file
+from speedster_run.shared.types import TensorInfo
+from speedster_run.shared.files import sha256_file
 
 ONNX = "onnx"
 TORCHSCRIPT = "torchscript"
@@ -117,7 +117,7 @@ def model_format(path: Path) -> str:
 
 
 def open_model(path: Path, overrides: ShapeOverrides) -> SourceModel:
-    """Reads the model's signature here (a torch file through the checks of runners/backends/export_archive.py); any
+    """Reads the model's signature here (a torch file through the checks of proto/speedster_run/shared/export_archive.py); any
     unreadable model is a UserError with one actionable line."""
     fmt = model_format(path)
     if fmt == ONNX:

@@ -28,7 +28,7 @@ from orchestrator.sandboxes.base import Sandbox
 from orchestrator.selection import pick_winner
 from orchestrator.stats import speedup_interval, summarize
 from runners import registry
-from runners.files import sha256_file
+from speedster_run.shared.files import sha256_file
 from speedster_run.runner.v1 import runner_pb2 as pb
 
 Progress = Callable[[str], None]
@@ -144,8 +144,9 @@ class Run:
             return sources, ""
         started = time.perf_counter()
         self.say("exporting the torch artifact to ONNX")
-        from orchestrator.torch_artifacts import TorchExportError, export_onnx as exporting
+        from orchestrator.torch_artifacts import TorchExportError, export_onnx
 
+        exporting = export_onnx
         if self.config.trust_model:  # the file is opened only by the torch runner, which exports it
             from orchestrator.trusted_torch import exporter
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from runners import tensors
-from runners.errors import BUSY_PREFIX
-from runners.files import send_files
+from speedster_run.shared import tensors
+from speedster_run.shared.errors import BUSY_PREFIX
+from speedster_run.shared.files import send_files
 from speedster_run.runner.v1 import GRPC_OPTIONS, PROTOCOL_VERSION, SERVICE_NAME
 from speedster_run.runner.v1 import runner_pb2 as pb
 from speedster_run.runner.v1 import runner_pb2_grpc as pb_grpc

@@ -10,13 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from runners.backends.base import TensorInfo
-from runners.backends.export_archive import UntrustedArchiveError
-from runners.backends.torch_io import (
+from speedster_run.shared.types import TensorInfo
+from speedster_run.shared.export_archive import UntrustedArchiveError
+from speedster_run.shared.torch_io import (
     example_arrays, export_specs, flatten_outputs, load_export, load_torchscript, outputs_from_run, to_torch,
     torchscript_input_names,
 )
-from runners.backends.torch_onnx import OnnxExportError, export_to_onnx, first_line, quiet
+from speedster_run.shared.torch_onnx import OnnxExportError, export_to_onnx, first_line, quiet
 
 
 class TorchArtifactError(ValueError):

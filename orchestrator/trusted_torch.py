@@ -1,6 +1,6 @@
 """--trust-model: a torch file opened only by the torch runner in a container (or on another host), never here.
 
-Without it, this process opens torch files itself, through the checks of runners/backends/export_archive.py, which
+Without it, this process opens torch files itself, through the checks of proto/speedster_run/shared/export_archive.py, which
 refuse anything in the file that would run code. With it, the file may hold anything torch can load (pickled objects,
 guard code...), so only a runner whose damage stays in its container or on its host opens it: that runner reads the
 model's inputs and outputs (Load) and exports it to ONNX (SaveArtifact with format "onnx", fetched with
@@ -18,8 +18,8 @@ from orchestrator import model_source
 from orchestrator.config import RunConfig
 from orchestrator.errors import UserError
 from orchestrator.sandboxes.base import Sandbox
-from runners.backends.base import TensorInfo
-from runners.files import sha256_file
+from speedster_run.shared.types import TensorInfo
+from speedster_run.shared.files import sha256_file
 
 BACKEND = "torch"
 CONTAINED = ("docker", "remote")  # placements whose runner does not run as a process of this machine's user
@@ -73,7 +73,7 @@ def exporter(pool, config: RunConfig, sha256: str):
     from orchestrator.artifacts import write_chunks
     from orchestrator.pool import CallFailure
     from orchestrator.torch_artifacts import TorchExportError, check_onnx_export
-    from runners import tensors
+    from speedster_run.shared import tensors
 
     def export(path: Path, fmt: str, inputs: list[TensorInfo], example: dict[str, np.ndarray], out_path: Path):
         if not is_contained(pool.sandbox, BACKEND):
@@ -97,7 +97,7 @@ def exporter(pool, config: RunConfig, sha256: str):
 def _load(pool, config: RunConfig, path: Path, fmt: str, sha256: str, calibration: list[dict[str, np.ndarray]]):
     """(model_id, LoadResponse) of the original, fp32 eager on the CPU, loaded with trust by the torch runner."""
     from orchestrator.pool import CallFailure
-    from runners import tensors
+    from speedster_run.shared import tensors
     from speedster_run.runner.v1 import runner_pb2 as pb
 
     sandbox = pool.sandbox
@@ -127,7 +127,7 @@ def _zeros(config: RunConfig) -> list[dict[str, np.ndarray]]:
 
 
 def _tensor_info(spec) -> TensorInfo:
-    from runners import tensors
+    from speedster_run.shared import tensors
 
     return TensorInfo(spec.name, tensors.DTYPE_NAMES[spec.dtype], tuple(None if d < 0 else int(d) for d in spec.shape),
                       tuple(spec.dim_names))

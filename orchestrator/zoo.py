@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from runners.backends.torch_io import INPUTS_FILE
+from speedster_run.shared.torch_io import INPUTS_FILE
 
 FORMATS = ("torch_export", "torchscript")
 SEED = 0

@@ -10,10 +10,13 @@ import importlib
 import os
 from importlib import metadata
 
-from runners.backends.base import Backend
+from runners.backends.base import Backend, LoadedModel
 
 ENTRY_POINT_GROUP = "speedster_run.backends"
 ENV_VARIABLE = "SPEEDSTER_RUN_BACKENDS"
+
+__all__ = ["Backend", "LoadedModel", "RegistryError", "backend_targets", "load_backend", "names"]  # LoadedModel: what
+# a backend's load returns, named here for the orchestrator, which runs saved models in-process through this module
 
 BUILTIN: dict[str, str] = {
     "onnxruntime": "runners.backends.onnxruntime:OnnxRuntimeBackend",

@@ -2,7 +2,7 @@
 
     python -m runners.server --backend onnxruntime --listen unix:///tmp/r.sock   (or --listen 127.0.0.1:50051)
     python -m runners.server --backend onnxruntime --listen 0.0.0.0:50051 --tls-cert server.pem --tls-key server.key \
-        --token-file token.txt        (a runner other hosts reach: TLS and a bearer token; see runners/security.py)
+        --token-file token.txt        (a runner other hosts reach: TLS and a bearer token; see proto/speedster_run/shared/security.py)
 
 A non-loopback TCP address without both TLS and a token is refused unless --insecure is given.
 """
@@ -23,8 +23,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from runners import security
-from runners.parent_death import die_with_parent
+from speedster_run.shared import security
+from speedster_run.shared.parent_death import die_with_parent
 from runners.servicer import RunnerServicer
 from speedster_run.runner.v1 import GRPC_OPTIONS, SERVICE_NAME
 from speedster_run.runner.v1 import runner_pb2_grpc as pb_grpc

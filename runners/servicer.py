@@ -16,9 +16,10 @@ import traceback
 import uuid
 from pathlib import Path
 
-from runners import device_names, registry, tensors
+from runners import registry
+from speedster_run.shared import devices, tensors
 from runners.backends.base import Availability, Backend, LoadedModel, LoadSpec
-from runners.errors import (
+from speedster_run.shared.errors import (
     BUSY_PREFIX,
     CallerGoneError,
     CandidateError,
@@ -32,8 +33,8 @@ from runners.errors import (
     failure,
     status_code,
 )
-from runners.files import receive_files, safe_relative, send_files, sha256_file
-from runners.measure import TimingPlan, measure
+from speedster_run.shared.files import receive_files, safe_relative, send_files, sha256_file
+from speedster_run.shared.measure import TimingPlan, measure
 from speedster_run.runner.v1 import PROTOCOL_VERSION
 from speedster_run.runner.v1 import runner_pb2 as pb
 from speedster_run.runner.v1 import runner_pb2_grpc as pb_grpc
@@ -136,7 +137,7 @@ class RunnerServicer(pb_grpc.RunnerServiceServicer):
         self.models: dict[str, _Model] = {}
         self.uploads: dict[str, Path] = {}
         self._digests: dict[tuple[str, int, int], str] = {}
-        self.device_map = device_names.device_map()  # the orchestrator's device names -> this runner's
+        self.device_map = devices.device_map()  # the orchestrator's device names -> this runner's
 
     @contextlib.contextmanager
     def exclusive(self, call: str):
@@ -174,7 +175,7 @@ class RunnerServicer(pb_grpc.RunnerServiceServicer):
             available=avail.available,
             unavailable_reason=avail.reason,
             versions=avail.versions,
-            devices=device_names.outward(avail.devices, self.device_map),
+            devices=devices.outward(avail.devices, self.device_map),
             offers=[
                 pb.Offer(
                     precision=o.precision,
@@ -254,7 +255,7 @@ class RunnerServicer(pb_grpc.RunnerServiceServicer):
         spec = LoadSpec(
             model_path=path,
             format=request.model.format,
-            device=device_names.inward(request.device or "cpu", self.device_map),
+            device=devices.inward(request.device or "cpu", self.device_map),
             precision=request.precision or "fp32",
             variant=request.variant or "default",
             options=dict(request.options),

@@ -170,7 +170,7 @@ def test_zoo_cli(tmp_path, capsys):
 
 
 def test_export_onnx_falls_back_to_the_torchscript_exporter(tiny, tmp_path, monkeypatch):
-    import runners.backends.torch_onnx as torch_onnx
+    import speedster_run.shared.torch_onnx as torch_onnx
 
     def refuse(*args, **kwargs):
         raise RuntimeError("unsupported op")

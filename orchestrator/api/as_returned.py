@@ -13,7 +13,7 @@ import numpy as np
 from orchestrator.config import TimingConfig
 from orchestrator.in_process import pinned
 from orchestrator.stats import speedup_interval
-from runners.measure import TimingPlan, measure
+from speedster_run.shared.measure import TimingPlan, measure
 
 
 @dataclasses.dataclass(frozen=True)

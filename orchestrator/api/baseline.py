@@ -32,7 +32,7 @@ class TorchCaller:
         self.description = f"this process: your {type(model).__name__}, eager, under torch.inference_mode"
 
     def prepare(self, feeds: dict[str, np.ndarray]) -> list[Any]:
-        from runners.backends.torch_io import to_torch
+        from speedster_run.shared.torch_io import to_torch
 
         return [to_torch(feeds[name], self.device) for name in self.names]
 
@@ -48,7 +48,7 @@ class TorchCaller:
 
     def outputs(self, result: Any) -> dict[str, np.ndarray]:
         """Named as the exported program names them (output_0, output_1...), leaves in the same order."""
-        from runners.backends.torch_io import to_numpy
+        from speedster_run.shared.torch_io import to_numpy
 
         leaves, _ = structure.flatten(result)
         return {f"output_{index}": to_numpy(leaf) for index, leaf in enumerate(leaves)}

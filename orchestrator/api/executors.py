@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.loader import SavedModelError, load_saved
-from runners import registry, tensors
+from runners import registry
+from speedster_run.shared import tensors
 from speedster_run.runner.v1 import runner_pb2 as pb
 
 EXECUTIONS = ("auto", "in-process", "runner")

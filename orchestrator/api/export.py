@@ -20,7 +20,7 @@ import numpy as np
 
 from orchestrator.api import dynamic, structure
 from orchestrator.api.input_data import Samples
-from runners.backends.torch_io import INPUTS_FILE, OUTPUTS_FILE, to_torch
+from speedster_run.shared.torch_io import INPUTS_FILE, OUTPUTS_FILE, to_torch
 
 
 class ModelExportError(RuntimeError):
@@ -154,7 +154,7 @@ def export(model: Any, samples: Samples, axes: dynamic.DynamicAxes, out_dir: Pat
 def _export(model: Any, samples: Samples, axes: dynamic.DynamicAxes, out_dir: Path) -> tuple[Path, dict]:
     import torch
 
-    from runners.backends.torch_onnx import quiet as _quiet
+    from speedster_run.shared.torch_onnx import quiet as _quiet
 
     extra = call_options(model)
     flat = _flat_module(model, samples.names, samples.as_keywords, extra)

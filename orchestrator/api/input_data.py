@@ -47,7 +47,7 @@ def _describe(value: Any) -> str:
 
 def _to_numpy(value: Any) -> np.ndarray:
     if _is_tensor(value):
-        from runners.backends.torch_io import to_numpy
+        from speedster_run.shared.torch_io import to_numpy
 
         return to_numpy(value)
     return np.asarray(value)

@@ -327,7 +327,7 @@ def _latency_by_shape(model: Any, optimized: OptimizedModel, samples: data_forms
     """The original (eager torch) and the optimized model timed at the dynamic axes' min, opt and max sizes."""
     import torch
 
-    from runners.backends.torch_io import to_torch
+    from speedster_run.shared.torch_io import to_torch
 
     measured = {}
     where = next((p.device for p in model.parameters()), torch.device("cpu"))

@@ -98,7 +98,7 @@ class OptimizedModel:
         if self.meta["framework"] == "torch":
             import torch
 
-            from runners.backends.torch_io import to_torch
+            from speedster_run.shared.torch_io import to_torch
 
             device = torch.device(self.meta["torch_device"])
             outputs = [to_torch(o, device) for o in outputs]

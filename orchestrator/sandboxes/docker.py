@@ -31,7 +31,7 @@ from orchestrator.sandboxes.base import ExitInfo, RunnerProcess, Sandbox, Sandbo
 from orchestrator.sandboxes.container_spec import (RUNNER_PYTHON, RUNNER_UID, SHARE_ROOT, SOCKET_DIR, SOCKET_NAME,
                                                   ContainerSpec, cpu_set, device_options, inside, keeps_its_path)
 from orchestrator.sandboxes.staging import stage_files
-from runners import device_names
+from speedster_run.shared import devices
 
 
 @dataclasses.dataclass
@@ -205,10 +205,10 @@ class DockerSandbox(Sandbox):
         if threads > 0:
             for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
                 environment[variable] = str(threads)
-        if device_names.map_for(self.device):  # the container sees the one GPU it gets as GPU 0
-            environment[device_names.ENV_VARIABLE] = device_names.map_for(self.device)
+        if devices.map_for(self.device):  # the container sees the one GPU it gets as GPU 0
+            environment[devices.ENV_VARIABLE] = devices.map_for(self.device)
         environment.update(self.env)
-        gpu_ids, devices = device_options(self.device)
+        gpu_ids, device_nodes = device_options(self.device)
         mounts = [(str(socket_dir), SOCKET_DIR, False)]
         mounts += [(share.source, share.target, True) for share in self._shares]
         mounts += [(host, target, True) for host, target in self.extra_mounts]
@@ -219,7 +219,7 @@ class DockerSandbox(Sandbox):
             labels={engine.LABEL_RUN: self.run_id, engine.LABEL_BACKEND: backend} | engine.owner_labels(),
             environment=environment, mounts=mounts, user=f"{RUNNER_UID}:{RUNNER_UID}", group_add=group_add,
             entrypoint=entrypoint, cpuset_cpus=cpu_set(threads), mem_limit=self.mem_limit,
-            pids_limit=self.pids_limit, tmpfs_size=self.tmpfs_size, gpu_ids=gpu_ids, devices=devices,
+            pids_limit=self.pids_limit, tmpfs_size=self.tmpfs_size, gpu_ids=gpu_ids, devices=device_nodes,
             init=self.init,
         )
 

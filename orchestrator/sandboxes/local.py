@@ -14,7 +14,7 @@ from pathlib import Path
 
 from orchestrator.runner_client import wait_until_serving
 from orchestrator.sandboxes.base import ExitInfo, RunnerProcess, Sandbox, SandboxError
-from runners.parent_death import PARENT_PID_ENV
+from speedster_run.shared.parent_death import PARENT_PID_ENV
 
 # How often start() looks for the runner's socket: dialing before it exists costs gRPC's 1 s reconnect backoff.
 _SOCKET_POLL_S = 0.02
@@ -48,7 +48,7 @@ class LocalSandbox(Sandbox):
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, str(Path(root) / "proto"), env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"
-        # The runner sets the kernel's parent-death signal on itself (runners/parent_death.py): no orphans.
+        # The runner sets the kernel's parent-death signal on itself (proto/speedster_run/shared/parent_death.py): no orphans.
         env[PARENT_PID_ENV] = str(os.getpid())
         if threads > 0:
             # Thread pools are sized at library import; the Load request sets them again per model.
@@ -68,7 +68,7 @@ class LocalSandbox(Sandbox):
         with open(log_path, "wb") as log:
             try:
                 # No preexec_fn: it would turn subprocess's vfork() into a fork() that runs gRPC's fork handlers in
-                # the child (see runners/parent_death.py). Its own session: Ctrl-C reaches only the orchestrator.
+                # the child (see proto/speedster_run/shared/parent_death.py). Its own session: Ctrl-C reaches only the orchestrator.
                 process = subprocess.Popen(
                     command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                     env=self._environment(threads), start_new_session=True,

@@ -18,7 +18,7 @@ from orchestrator.config import RunnerSecurity
 from orchestrator.errors import UserError
 from orchestrator.runner_client import RunnerCallError, RunnerClient, wait_until_serving
 from orchestrator.sandboxes.base import ExitInfo, RunnerProcess, Sandbox, SandboxError
-from runners.security import is_loopback
+from speedster_run.shared.security import is_loopback
 
 log = logging.getLogger("orchestrator.sandboxes.remote")
 

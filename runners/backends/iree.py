@@ -24,7 +24,7 @@ import numpy as np
 
 from runners.backends.base import (Artifact, Availability, Backend, LoadedModel, LoadSpec, Offer, TensorInfo,
                                    device_index, device_kind)
-from runners.errors import CandidateError
+from speedster_run.shared.errors import CandidateError
 
 ARTIFACT_FORMAT = "iree_vmfb"
 FORMATS = ("onnx",)

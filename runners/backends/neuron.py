@@ -19,7 +19,7 @@ import numpy as np
 
 from runners.backends.base import (Artifact, Availability, Backend, LoadedModel, LoadSpec, Offer, TensorInfo,
                                    device_kind)
-from runners.errors import CandidateError
+from speedster_run.shared.errors import CandidateError
 
 IMAGE = "speedster-run/neuron"
 NOT_INSTALLED = (f"torch-neuronx is not installed (AWS Inferentia2/Trainium only: use the image {IMAGE} on an inf2 "
@@ -103,8 +103,8 @@ class NeuronBackend(Backend):
 
 def _source(spec: LoadSpec) -> tuple[Any, list[TensorInfo], list[TensorInfo] | None]:
     """The module to trace and its input (and, when known, output) specs."""
-    from runners.backends.torch import plain_module
-    from runners.backends.torch_io import export_specs, load_export, load_torchscript, torchscript_input_names
+    from speedster_run.shared.torch_io import plain_module
+    from speedster_run.shared.torch_io import export_specs, load_export, load_torchscript, torchscript_input_names
 
     if spec.format == "torch_export":
         ep, stored = load_export(spec.model_path, "cpu")
@@ -120,7 +120,7 @@ def _source(spec: LoadSpec) -> tuple[Any, list[TensorInfo], list[TensorInfo] | N
 def _build(spec: LoadSpec, args: list[str]) -> NeuronModel:
     import torch_neuronx
 
-    from runners.backends.torch_io import example_arrays, load_torchscript, outputs_from_run, to_torch
+    from speedster_run.shared.torch_io import example_arrays, load_torchscript, outputs_from_run, to_torch
 
     details = {"compiler_args": " ".join(args), "torch_neuronx": getattr(torch_neuronx, "__version__", "unknown")}
     if spec.options.get("artifact") == "true":  # a module this backend traced: torch_neuronx's import loads its ops
@@ -155,7 +155,7 @@ class NeuronModel(LoadedModel):
         """A traced Neuron module returns when its results are on the host."""
         import torch
 
-        from runners.backends.torch_io import flatten_outputs, to_numpy, to_torch
+        from speedster_run.shared.torch_io import flatten_outputs, to_numpy, to_torch
 
         try:
             with torch.no_grad():
@@ -170,7 +170,7 @@ class NeuronModel(LoadedModel):
         """The traced module (the NEFF inside) with the I/O specs; loading needs torch_neuronx and a Neuron device."""
         import torch
 
-        from runners.backends.torch_io import INPUTS_FILE, OUTPUTS_FILE, specs_to_json
+        from speedster_run.shared.torch_io import INPUTS_FILE, OUTPUTS_FILE, specs_to_json
 
         extra = {INPUTS_FILE: specs_to_json(self.inputs), OUTPUTS_FILE: specs_to_json(self.outputs)}
         torch.jit.save(self._traced, str(directory / SAVED_NAME), _extra_files=extra)

@@ -14,7 +14,7 @@ import numpy as np
 
 from runners.backends.base import (Artifact, Availability, Backend, LoadedModel, LoadSpec, Offer, TensorInfo,
                                    device_index, device_kind)
-from runners.errors import CandidateError
+from speedster_run.shared.errors import CandidateError
 
 # Protobuf cannot serialise more than 2 GiB, so bigger models must keep their weights in external data files.
 _PROTOBUF_LIMIT_BYTES = 2**31

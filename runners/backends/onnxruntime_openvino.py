@@ -13,7 +13,7 @@ from typing import Any
 
 from runners.backends import onnxruntime as ort_backend
 from runners.backends.base import (Availability, Backend, LoadedModel, LoadSpec, Offer, device_index, device_kind)
-from runners.errors import CandidateError
+from speedster_run.shared.errors import CandidateError
 
 PROVIDER = "OpenVINOExecutionProvider"
 IMAGE = "speedster-run/onnxruntime-openvino"

@@ -22,7 +22,7 @@ from runners.backends.base import (
     device_index,
     device_kind,
 )
-from runners.errors import CandidateError
+from speedster_run.shared.errors import CandidateError
 
 FORMATS = ("onnx", "openvino_ir")
 VARIANTS = {"fp32": "default", "bf16": "default", "fp16": "default", "int8": "nncf"}

@@ -25,7 +25,7 @@ import numpy as np
 
 from runners.backends.base import (Artifact, Availability, Backend, LoadedModel, LoadSpec, Offer, TensorInfo,
                                    device_index, device_kind)
-from runners.errors import CandidateError
+from speedster_run.shared.errors import CandidateError
 
 IMAGE = "speedster-run/tensorrt"
 NOT_INSTALLED = f"TensorRT is not installed (GPU only: use the image {IMAGE} on a CUDA host)"
@@ -497,14 +497,14 @@ def _build(trt: Any, cudart: Any, logger: Any, spec: LoadSpec, options: TrtOptio
 
 
 def _read_io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
-    from runners.backends.torch_io import specs_from_json
+    from speedster_run.shared.torch_io import specs_from_json
 
     data = json.loads(path.read_text())
     return specs_from_json(json.dumps(data["inputs"])) or [], specs_from_json(json.dumps(data["outputs"])) or []
 
 
 def write_io(path: Path, inputs: list[TensorInfo], outputs: list[TensorInfo]) -> None:
-    from runners.backends.torch_io import specs_to_json
+    from speedster_run.shared.torch_io import specs_to_json
 
     path.write_text(json.dumps({"inputs": json.loads(specs_to_json(inputs)),
                                 "outputs": json.loads(specs_to_json(outputs))}))
@@ -599,7 +599,7 @@ def _load_torch_tensorrt(spec: LoadSpec, options: TrtOptions) -> LoadedModel:
     import torch
     import torch_tensorrt
 
-    from runners.backends.torch_io import example_arrays, export_specs, load_export, to_torch
+    from speedster_run.shared.torch_io import example_arrays, export_specs, load_export, to_torch
 
     ep, stored = load_export(spec.model_path, spec.device)
     inputs, outputs = export_specs(ep, stored)
@@ -624,7 +624,7 @@ def _load_torch_tensorrt(spec: LoadSpec, options: TrtOptions) -> LoadedModel:
 def _torch_trt_input(torch_tensorrt: Any, torch: Any, info: TensorInfo, example: np.ndarray,
                      profile: tuple[Shape, Shape, Shape] | None, device: str) -> Any:
     """A torch_tensorrt.Input: a range where the dim is symbolic, else the example itself."""
-    from runners.backends.torch_io import to_torch
+    from speedster_run.shared.torch_io import to_torch
 
     if profile is None:
         return to_torch(example, device)
@@ -643,7 +643,7 @@ class TorchTrtModel(LoadedModel):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        from runners.backends.torch_io import flatten_outputs, to_numpy, to_torch
+        from speedster_run.shared.torch_io import flatten_outputs, to_numpy, to_torch
 
         try:
             with torch.inference_mode():

@@ -19,9 +19,10 @@ import numpy as np
 from runners.backends.base import (
     Artifact, Availability, Backend, CandidateError, LoadedModel, LoadSpec, Offer, TensorInfo, device_kind,
 )
-from runners.backends.torch_io import (
+from speedster_run.shared.torch_io import (
     INPUTS_FILE, OUTPUTS_FILE, TRUST_OPTION, example_arrays, export_specs, flatten_outputs, load_export,
-    load_torchscript, outputs_from_run, specs_to_json, tensor_info, to_numpy, to_torch, torchscript_input_names,
+    load_torchscript, outputs_from_run, plain_module, specs_to_json, tensor_info, to_numpy, to_torch, torchscript_input_names,
+    trace_module,
 )
 
 FORMATS = ("torchscript", "torch_export")
@@ -97,18 +98,6 @@ def _set_threads(torch: Any, threads: int) -> None:
 
 # --- candidates ----------------------------------------------------------------------------------------------------
 
-def plain_module(ep: Any) -> Any:
-    """ep.module() without its input-constraint hook, which torch.jit.trace cannot run (it reads SymInts)."""
-    from torch.export._unlift import _check_input_constraints_pre_hook
-
-    module = ep.module(check_guards=False)
-    for key, hook in list(module._forward_pre_hooks.items()):
-        if hook is _check_input_constraints_pre_hook:
-            del module._forward_pre_hooks[key]
-            module._forward_pre_hooks_with_kwargs.pop(key, None)
-    return module
-
-
 def quantize_linears(module: Any) -> int:
     """Swaps aten.linear nodes with constant weights for dynamic int8 Linear modules (per-channel qint8 weights).
 
@@ -141,14 +130,6 @@ def quantize_linears(module: Any) -> int:
         module.delete_all_unused_submodules()
         module.recompile()
     return count
-
-
-def trace_module(module: Any, example: list[Any] | tuple[Any, ...]) -> Any:
-    import torch
-
-    with warnings.catch_warnings():  # deprecation, and tracer warnings about the guards of exported modules
-        warnings.simplefilter("ignore")
-        return torch.jit.trace(module, tuple(example), check_trace=False)
 
 
 def _inductor(torch: Any, module: Any, example: list[Any], device: str) -> tuple[Any, float]:
@@ -289,7 +270,7 @@ class _TorchModel(LoadedModel):
 
     def export(self, directory: Path, fmt: str, example: dict[str, np.ndarray]) -> Artifact:
         """The source program as ONNX (what the orchestrator exports itself from files it may open)."""
-        from runners.backends.torch_onnx import OnnxExportError, export_to_onnx, quiet
+        from speedster_run.shared.torch_onnx import OnnxExportError, export_to_onnx, quiet
 
         if fmt != "onnx" or self.spec.variant != "eager" or self.spec.precision != "fp32":
             raise CandidateError("unavailable", f"torch exports only its fp32 eager model, and only to onnx "

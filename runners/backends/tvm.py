@@ -31,8 +31,8 @@ import numpy as np
 
 from runners.backends.base import (Artifact, Availability, Backend, LoadedModel, LoadSpec, Offer, TensorInfo,
                                    device_index, device_kind)
-from runners.errors import CandidateError
-from runners.files import sha256_file
+from speedster_run.shared.errors import CandidateError
+from speedster_run.shared.files import sha256_file
 
 FORMATS = ("onnx", "torch_export")
 ARTIFACT_FORMAT = "tvm_module"
@@ -186,7 +186,7 @@ def _import_torch_export(path: Path) -> tuple[Any, list[TensorInfo], list[Tensor
     """Relax module from a torch.export archive; names and specs as the torch backend reports them."""
     from tvm.relax.frontend.torch import from_exported_program
 
-    from runners.backends.torch_io import export_specs, load_export
+    from speedster_run.shared.torch_io import export_specs, load_export
 
     program, stored = load_export(path)
     inputs, outputs = export_specs(program, stored)

@@ -22,7 +22,7 @@ import numpy as np
 
 from runners.backends.base import (Artifact, Availability, Backend, LoadedModel, LoadSpec, Offer, TensorInfo,
                                    device_index, device_kind)
-from runners.errors import CandidateError
+from speedster_run.shared.errors import CandidateError
 
 IMAGE = "speedster-run/xla"
 NOT_INSTALLED = f"torch_xla is not installed: use the image {IMAGE}"
@@ -131,7 +131,7 @@ def _build(spec: LoadSpec) -> XlaModel:
     import torch
     import torch_xla
 
-    from runners.backends.torch_io import example_arrays, export_specs, load_export
+    from speedster_run.shared.torch_io import example_arrays, export_specs, load_export
 
     device = torch_xla.device(device_index(spec.device))
     ep, stored = load_export(spec.model_path, "cpu")
@@ -164,7 +164,7 @@ class XlaModel(LoadedModel):
         """One call; copying the results to the host runs the graph and waits for it."""
         import torch
 
-        from runners.backends.torch_io import flatten_outputs, to_numpy, to_torch
+        from speedster_run.shared.torch_io import flatten_outputs, to_numpy, to_torch
 
         restore = torch.float32 if self._cast is not None else None
         with torch.no_grad():  # XLA tensors do not support inference_mode's inference tensors

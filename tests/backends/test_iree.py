@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from runners.backends.base import LoadSpec  # noqa: E402
 from runners.backends.iree import IreeBackend, _cpu_flags, _cuda_devices, _target_flags  # noqa: E402
-from runners.errors import CandidateError  # noqa: E402
+from speedster_run.shared.errors import CandidateError  # noqa: E402
 from tests.conftest import mlp_onnx, mystery_onnx, save_onnx  # noqa: E402
 
 RNG = np.random.default_rng(7)

@@ -15,7 +15,7 @@ import pytest
 from runners.backends import neuron
 from runners.backends.base import LoadSpec
 from runners.backends.neuron import NeuronBackend, check_request, compiler_args, neuron_devices
-from runners.errors import CandidateError
+from speedster_run.shared.errors import CandidateError
 
 HAS_NEURONX = importlib.util.find_spec("torch_neuronx") is not None
 AVAILABLE = NeuronBackend().probe().available

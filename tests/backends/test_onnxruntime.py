@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from runners.backends.base import LoadSpec  # noqa: E402
 from runners.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
-from runners.errors import CandidateError  # noqa: E402
+from speedster_run.shared.errors import CandidateError  # noqa: E402
 
 RNG = np.random.default_rng(0)
 # onnx 1.23 writes IR version 14 by default, newer than ORT 1.31 reads (13); opset 17 needs only IR 8.

@@ -11,7 +11,7 @@ import pytest
 
 from runners.backends.base import LoadSpec
 from runners.backends.onnxruntime import OnnxRuntimeBackend, execution_providers
-from runners.errors import CandidateError
+from speedster_run.shared.errors import CandidateError
 from tests.conftest import mlp_onnx
 
 ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]

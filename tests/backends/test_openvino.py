@@ -18,7 +18,7 @@ assert importlib.util.find_spec("openvino") is not None, "openvino is not instal
 
 from runners.backends.base import LoadSpec  # noqa: E402
 from runners.backends.openvino import OpenVinoBackend, import_openvino  # noqa: E402
-from runners.errors import CandidateError  # noqa: E402
+from speedster_run.shared.errors import CandidateError  # noqa: E402
 
 RNG = np.random.default_rng(0)
 

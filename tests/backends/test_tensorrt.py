@@ -18,7 +18,7 @@ from runners.backends import tensorrt as trt_backend
 from runners.backends.base import LoadSpec, TensorInfo
 from runners.backends.tensorrt import (PrecisionPlan, TensorRtBackend, TrtOptions, build_failure, build_profiles,
                                        library_failure, parse_options, parser_failure, precision_plan)
-from runners.errors import CandidateError
+from speedster_run.shared.errors import CandidateError
 from tests.conftest import mlp_onnx
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None

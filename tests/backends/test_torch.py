@@ -12,7 +12,7 @@ import torch
 from orchestrator import zoo  # noqa: E402
 from runners.backends.base import LoadSpec  # noqa: E402
 from runners.backends.torch import TorchBackend  # noqa: E402
-from runners.errors import CandidateError  # noqa: E402
+from speedster_run.shared.errors import CandidateError  # noqa: E402
 from tests.torch_models import TwoInTwoOut  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit:DeprecationWarning")  # TorchScript is deprecated

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from runners.backends.base import LoadSpec  # noqa: E402
 from runners.backends.tvm import ARTIFACT_FORMAT, TvmBackend, cpu_target_config, host_mcpu  # noqa: E402
-from runners.errors import CandidateError  # noqa: E402
+from speedster_run.shared.errors import CandidateError  # noqa: E402
 from tests.conftest import mlp_onnx, save_onnx  # noqa: E402
 
 RNG = np.random.default_rng(0)

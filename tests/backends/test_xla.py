@@ -16,7 +16,7 @@ import pytest
 from runners.backends import xla
 from runners.backends.base import LoadSpec
 from runners.backends.xla import XlaBackend, check_request, offers_for, pjrt_device, runner_devices
-from runners.errors import CandidateError
+from speedster_run.shared.errors import CandidateError
 
 HAS_XLA = importlib.util.find_spec("torch_xla") is not None
 needs_xla = pytest.mark.skipif(not HAS_XLA, reason="needs torch_xla (the image speedster-run/xla)")

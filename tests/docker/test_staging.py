@@ -12,8 +12,8 @@ import pytest
 
 from orchestrator.cli import main
 from orchestrator.sandboxes.docker import DockerSandbox
-from runners import tensors
-from runners.files import sha256_file
+from speedster_run.shared import tensors
+from speedster_run.shared.files import sha256_file
 from speedster_run.runner.v1 import runner_pb2 as pb
 from tests.conftest import mlp_onnx
 from tests.docker.conftest import run_containers

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from runners.backends.base import Artifact, Availability, Backend, LoadedModel, LoadSpec, Offer, TensorInfo
-from runners.errors import CandidateError
+from speedster_run.shared.errors import CandidateError
 
 VARIANTS = ("ok", "wrong", "abort", "hang", "oom", "abort_in_run", "slow", "fail_compile", "memory_hog")
 

@@ -170,8 +170,8 @@ def test_inductor_compiles_in_the_torch_image(docker_engine, built_images, tmp_p
 def _load_and_run(target: str, directory: Path, fmt: str, precision: str, variant: str) -> np.ndarray:
     """Streams a small model to the runner (as to a runner that shares no filesystem), compiles it and runs it."""
     from orchestrator.runner_client import RunnerClient
-    from runners import tensors
-    from runners.files import sha256_file
+    from speedster_run.shared import tensors
+    from speedster_run.shared.files import sha256_file
     from speedster_run.runner.v1 import runner_pb2 as pb
     from tests.conftest import mlp_onnx
 

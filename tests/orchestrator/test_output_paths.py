@@ -133,7 +133,7 @@ def test_inputs_in_the_models_dtype_load_as_they_are(tmp_path):
     import ml_dtypes
 
     from orchestrator.inputs import load_samples
-    from runners.backends.base import TensorInfo
+    from speedster_run.shared.types import TensorInfo
 
     inputs = [TensorInfo("h", "bfloat16", (1, 4), ("", "")), TensorInfo("x", "float32", (1, 4), ("", ""))]
     path = tmp_path / "sample.npz"

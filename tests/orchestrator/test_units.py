@@ -13,8 +13,8 @@ from orchestrator.planner import plan, wanted_precisions
 from orchestrator.report import CandidateResult
 from orchestrator.selection import pick_winner
 from orchestrator.stats import speedup_interval, summarize
-from runners.backends.base import TensorInfo
-from runners.measure import TimingPlan, measure, windows_agree
+from speedster_run.shared.types import TensorInfo
+from speedster_run.shared.measure import TimingPlan, measure, windows_agree
 from speedster_run.runner.v1 import runner_pb2 as pb
 
 

@@ -15,8 +15,8 @@ import torch
 
 from orchestrator.cli import main
 from orchestrator.loader import SavedModelError, load_saved
-from runners.backends import export_archive
-from runners.backends.torch_io import load_export, load_torchscript
+from speedster_run.shared import export_archive
+from speedster_run.shared.torch_io import load_export, load_torchscript
 from tests.crafted_archives import CRAFTED, SmallModel, save_small_model
 
 REFUSED = {name: entry for name, entry in CRAFTED.items() if entry[1] is not None}

@@ -1,4 +1,4 @@
-"""runners.errors against a live runner: every STATUS_CODES row as the status code a real call gets, and candidate
+"""speedster_run.shared.errors against a live runner: every STATUS_CODES row as the status code a real call gets, and candidate
 failures (compile errors, out of memory, unavailable backends) in-band in the answer."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from orchestrator.runner_client import RunnerCallError
-from runners import tensors
-from runners.errors import (CATEGORIES, STATUS_CODES, CallerGoneError, CandidateError, ChecksumMismatchError,
+from speedster_run.shared import tensors
+from speedster_run.shared.errors import (CATEGORIES, STATUS_CODES, CallerGoneError, CandidateError, ChecksumMismatchError,
                             InvalidRequestError, ModelFileMissingError, PathSourceRefusedError, RunnerBusyError,
                             UnknownModelError, failure, status_code)
 from runners.servicer import RunnerServicer

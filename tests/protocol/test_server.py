@@ -24,8 +24,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from orchestrator.runner_client import RunnerCallError, RunnerClient, wait_until_serving
-from runners import tensors
-from runners.files import send_files
+from speedster_run.shared import tensors
+from speedster_run.shared.files import send_files
 from runners.server import RUNNER_WORKERS
 from speedster_run.runner.v1 import CHUNK_BYTES, PROTOCOL_VERSION, SERVICE_NAME
 from speedster_run.runner.v1 import runner_pb2 as pb

@@ -9,8 +9,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from runners import tensors
-from runners.tensors import TensorFormatError
+from speedster_run.shared import tensors
+from speedster_run.shared.tensors import TensorFormatError
 from speedster_run.runner.v1 import runner_pb2 as pb
 from tests.protocol.support import TIMEOUT_S
 from tests.protocol.models import ORT_DTYPES, identity_model

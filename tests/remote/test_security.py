@@ -12,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from orchestrator.runner_client import RunnerCallError, RunnerClient, open_channel, wait_until_serving
-from runners import security
+from speedster_run.shared import security
 from runners.server import ServerSecurity, check_security
 from speedster_run.runner.v1 import GRPC_OPTIONS, SERVICE_NAME
 from speedster_run.runner.v1 import runner_pb2 as pb

@@ -36,3 +36,14 @@ def outward(devices, mapping: dict[str, str]) -> list[str]:
     """The runner's devices under the orchestrator's names; a device with no outside name keeps its own."""
     back = {inside: outside for outside, inside in mapping.items()}
     return [back.get(device, device) for device in devices]
+
+
+def device_kind(device: str) -> str:
+    """"cuda:1" -> "cuda"."""
+    return device.split(":", 1)[0]
+
+
+def device_index(device: str) -> int:
+    """"cuda:1" -> 1, "cpu" -> 0."""
+    _, _, index = device.partition(":")
+    return int(index) if index else 0

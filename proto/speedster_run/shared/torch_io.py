@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from runners.backends import export_archive
-from runners.backends.base import TensorInfo, device_kind
-from runners.tensors import NAME_TO_CODE, numpy_dtype
+from speedster_run.shared import export_archive
+from speedster_run.shared.devices import device_kind
+from speedster_run.shared.tensors import NAME_TO_CODE, numpy_dtype
+from speedster_run.shared.types import TensorInfo
 
 # Input/output specs stored in our archives (and the zoo's): TorchScript files carry no shapes or dtypes, and
 # torch.export keeps symbol names (s77) instead of the Dim names the exporter chose.
@@ -146,3 +148,23 @@ def to_numpy(value: Any, restore: Any = None) -> np.ndarray:
     if value.dtype == torch.bfloat16:
         return value.view(torch.int16).cpu().numpy().view(numpy_dtype(NAME_TO_CODE["bfloat16"]))
     return value.cpu().numpy()
+
+
+def plain_module(ep: Any) -> Any:
+    """ep.module() without its input-constraint hook, which torch.jit.trace cannot run (it reads SymInts)."""
+    from torch.export._unlift import _check_input_constraints_pre_hook
+
+    module = ep.module(check_guards=False)
+    for key, hook in list(module._forward_pre_hooks.items()):
+        if hook is _check_input_constraints_pre_hook:
+            del module._forward_pre_hooks[key]
+            module._forward_pre_hooks_with_kwargs.pop(key, None)
+    return module
+
+
+def trace_module(module: Any, example: list[Any] | tuple[Any, ...]) -> Any:
+    import torch
+
+    with warnings.catch_warnings():  # deprecation, and tracer warnings about the guards of exported modules
+        warnings.simplefilter("ignore")
+        return torch.jit.trace(module, tuple(example), check_trace=False)

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
-from runners.errors import ChecksumMismatchError, InvalidRequestError
+from speedster_run.shared.errors import ChecksumMismatchError, InvalidRequestError
 from speedster_run.runner.v1 import CHUNK_BYTES
 from speedster_run.runner.v1 import runner_pb2 as pb
 

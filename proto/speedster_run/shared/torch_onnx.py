@@ -16,8 +16,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from runners.backends.base import TensorInfo
-from runners.backends.torch_io import flatten_outputs, to_torch
+from speedster_run.shared.types import TensorInfo
+from speedster_run.shared.torch_io import flatten_outputs, to_torch
 
 ONNX_OPSET = 18  # the dynamo exporter's own opset (lower ones go through a version converter); ORT and OpenVINO read it
 LEGACY_OPSET = 17  # the TorchScript-based exporter
@@ -50,7 +50,7 @@ def export_to_onnx(model: Any, fmt: str, inputs: list[TensorInfo], example: dict
                    out_path: Path) -> Path:
     """Writes out_path: inputs named as given, outputs output_0..., None dims dynamic. The dynamo exporter first (for
     a torch.export program), the TorchScript-based one when it fails; KeyError for an input missing from example."""
-    from runners.backends.torch import plain_module, trace_module
+    from speedster_run.shared.torch_io import plain_module, trace_module
 
     args = tuple(to_torch(widen(info, np.asarray(example[info.name])), "cpu") for info in inputs)
     out_path = Path(out_path)
