@@ -51,16 +51,17 @@ def save_winner(run, report: RunReport) -> Path:
     """Asks the winner's runner to save its artifact, streams the files into --save DIR and writes the manifest."""
     config = run.config
     slot = next(s for s in run.slots if s.result.name == report.winner)
-    runner = run.runner
-    if not runner.ensure_loaded(slot):
+    driver = run.driver
+    if not driver.ensure_loaded(slot):
         raise CallFailure("runtime", f"could not reload {slot.result.name} to save it")
-    answer = runner.pool.call(slot.candidate.backend, lambda c: c.save_artifact(slot.model_id, config.timeout_s))
+    deadline_s = config.call_timeout_s(slot.candidate.backend)
+    answer = driver.pool.call(slot.candidate.backend, lambda c: c.save_artifact(slot.model_id, deadline_s))
     if answer.HasField("failure") and answer.failure.category:
         raise CallFailure("runtime", f"saving {slot.result.name} failed: {answer.failure.message}")
     target = config.save_dir
     target.mkdir(parents=True, exist_ok=True)
-    digests = runner.pool.call(slot.candidate.backend,
-                               lambda c: write_chunks(c.fetch_artifact(slot.model_id, config.timeout_s), target))
+    digests = driver.pool.call(slot.candidate.backend,
+                               lambda c: write_chunks(c.fetch_artifact(slot.model_id, deadline_s), target))
     manifest = answer.manifest
     result = slot.result
     data = {

@@ -46,7 +46,9 @@ def reproduce_command(config: RunConfig, candidate: Candidate) -> str:
     """The CLI command that runs just this candidate's backend and precision again."""
     words = ["speedster-run", "--model", str(config.model), "--device", config.device,
              "--backends", candidate.backend, "--precision", candidate.precision,
-             "--threads", str(config.effective_threads), "--timeout", f"{config.timeout_s:g}"]
+             "--threads", str(config.effective_threads)]
+    if config.timeout_s is not None:  # else each backend's own deadline, as in this run
+        words += ["--timeout", f"{config.timeout_s:g}"]
     for name, (dims, dtype) in config.input_shapes.items():
         words += ["--input-shape", f"{name}={'x'.join(map(str, dims))}" + (f":{dtype}" if dtype else "")]
     for path in config.input_files:
@@ -62,8 +64,9 @@ def reproduce_command(config: RunConfig, candidate: Candidate) -> str:
     return shlex.join(words)
 
 
-class CandidateRunner:
-    """Drives candidates through a RunnerPool; every failure lands in the candidate's report row."""
+class CandidateDriver:
+    """Drives candidates through their steps on the runners of a RunnerPool; every failure lands in the candidate's
+    report row, with the command that starts the runner it failed in."""
 
     def __init__(self, config: RunConfig, pool: RunnerPool, sources: dict[str, pb.ModelSource],
                  samples: list[dict[str, np.ndarray]], metric: Metric = compare):
@@ -87,7 +90,8 @@ class CandidateRunner:
         if key not in self._uploads:
             path = Path(source.path)
             names = model_files(path, fmt)
-            upload_id = self.pool.call(backend, lambda c: c.upload(path.parent, names, self.config.timeout_s))
+            deadline_s = self.config.call_timeout_s(backend)
+            upload_id = self.pool.call(backend, lambda c: c.upload(path.parent, names, deadline_s))
             self._uploads[key] = pb.ModelSource(upload_id=upload_id, file_name=path.name, sha256=source.sha256,
                                                 format=fmt)
         return self._uploads[key]
@@ -95,17 +99,26 @@ class CandidateRunner:
     def _call(self, slot: Slot, stage: str, action):
         """action(client) on the candidate's runner; None, with the row marked failed, when the call broke (timeout,
         crash) or the runner answered with an in-band failure."""
-        reproduce = reproduce_command(self.config, slot.candidate)
         try:
             answer = self.pool.call(slot.candidate.backend, action)
-        except CallFailure as error:
-            slot.result.fail(error.category, error.message, stage, runner_log=error.runner_log, reproduce=reproduce)
+        except CallFailure as error:  # the runner may be gone: the failure carries its command
+            self._fail(slot, error.category, error.message, stage, runner_log=error.runner_log,
+                       runner_command=error.runner_command)
             return None
         if answer.HasField("failure") and answer.failure.category:
-            slot.result.fail(CATEGORY_NAMES.get(answer.failure.category, "runtime"), answer.failure.message, stage,
-                             detail=answer.failure.detail, reproduce=reproduce)
+            self._fail(slot, CATEGORY_NAMES.get(answer.failure.category, "runtime"), answer.failure.message, stage,
+                       detail=answer.failure.detail)
             return None
         return answer
+
+    def _fail(self, slot: Slot, category: str, message: str, stage: str, runner_command: str | None = None,
+              **extra: str) -> None:
+        """Marks the row failed, with the commands that reproduce it: this candidate's run again, and the start of
+        its runner (`runner_command`, or the live runner's when None)."""
+        if runner_command is None:
+            runner_command = self.pool.runner_command(slot.candidate.backend)
+        slot.result.fail(category, message, stage, reproduce=reproduce_command(self.config, slot.candidate),
+                         runner_command=runner_command, **extra)
 
     def load(self, slot: Slot) -> bool:
         """Compiles the candidate in its runner; False (and a failed row) when it failed."""
@@ -114,7 +127,8 @@ class CandidateRunner:
             generation = self.pool.generation(candidate.backend)
             source = self._model_source(candidate.backend, generation, candidate.format)
         except CallFailure as error:  # the runner would not start, or the upload broke
-            slot.result.fail(error.category, error.message, "load", runner_log=error.runner_log)
+            slot.result.fail(error.category, error.message, "load", runner_log=error.runner_log,
+                             runner_command=error.runner_command)
             return False
         request = pb.LoadRequest(
             model=source, device=candidate.device,
@@ -124,7 +138,8 @@ class CandidateRunner:
             # Only quantisation and tuning (for the shapes it tunes) need the sample inputs: other loads stay small.
             calibration=self.calibration if candidate.precision == "int8" or candidate.variant == TUNED else [],
         )
-        deadline_s = self.config.timeout_s + (self.config.tune_budget_s or 0.0) * (candidate.variant == TUNED)
+        deadline_s = (self.config.call_timeout_s(candidate.backend)
+                      + (self.config.tune_budget_s or 0.0) * (candidate.variant == TUNED))
         answer = self._call(slot, "load", lambda c: c.load(request, deadline_s))
         if answer is None:
             return False
@@ -133,7 +148,7 @@ class CandidateRunner:
         if result.compile_s is None:
             result.compile_s = answer.compile_s
         result.details = dict(answer.details)
-        result.runner = self.pool.runner_description(candidate.backend)
+        result.runner_description = self.pool.runner_description(candidate.backend)
         process = self.pool.runner_process(candidate.backend)
         if process is not None and process.image:
             result.image, result.image_digest = process.image, process.image_digest
@@ -150,8 +165,9 @@ class CandidateRunner:
     def outputs(self, slot: Slot) -> list[dict[str, np.ndarray]] | None:
         """Runs every sample; None (and a failed row) when a run fails."""
         results = []
+        deadline_s = self.config.call_timeout_s(slot.candidate.backend)
         for sample in self.samples:
-            answer = self._call(slot, "check", lambda c: c.infer(slot.model_id, sample, self.config.timeout_s))
+            answer = self._call(slot, "check", lambda c: c.infer(slot.model_id, sample, deadline_s))
             if answer is None:
                 return None
             if answer.first_inference:
@@ -167,8 +183,7 @@ class CandidateRunner:
         comparison = self.metric(references, outputs, tolerance_for(slot.candidate.precision, self.config.metric_drop_ths))
         slot.result.comparison = comparison
         if not comparison.passed:
-            slot.result.fail("accuracy", comparison.problem, "check",
-                             reproduce=reproduce_command(self.config, slot.candidate))
+            self._fail(slot, "accuracy", comparison.problem, "check")
         return comparison.passed
 
     def benchmark_round(self, slot: Slot, round_budget_s: float, round_iterations: int | None) -> bool:
@@ -187,7 +202,8 @@ class CandidateRunner:
             stability_pct=timing.stability_pct,
             stable_windows=timing.stable_windows,
         )
-        deadline_s = (round_budget_s if round_iterations is None else 0.0) + self.config.timeout_s
+        deadline_s = ((round_budget_s if round_iterations is None else 0.0)
+                      + self.config.call_timeout_s(slot.candidate.backend))
         answer = self._call(slot, "benchmark", lambda c: c.benchmark(request, deadline_s))
         if answer is None:
             return False

@@ -1,8 +1,12 @@
 """speedster-run: find the fastest way to run a model on a device, with every backend in its own runner.
 
     speedster-run --model model.onnx --device cpu [options]
-    speedster-run backends                      (what each backend offers on this machine)
-    speedster-run example-model NAME OUTPUT     (a ResNet-style model with random weights, saved as a torch artifact)
+    speedster-run backends [--json]             what each backend offers on this machine
+    speedster-run compare BASE.json NEW.json    two runs side by side; exit 1 when the winner got slower (a CI gate)
+    speedster-run images build|list|push|pull|compose   the backends' runner images
+    speedster-run example-model NAME OUTPUT     a model with random weights (resnet18/50, bert-base...), saved as a
+                                                torch.export .pt2 or, with --format torchscript, a TorchScript file
+    speedster-run --version                     this version and each backend's installed library versions
 
 Exit status: 0 with a winner, 1 when no candidate qualified, 2 for a user error, 3 for an internal error (a bug),
 130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM); runners and work directories are removed either way.
@@ -18,9 +22,11 @@ import time
 import traceback
 from pathlib import Path
 
-from orchestrator.config import PRECISIONS, RunConfig, TimingConfig, check_threads, parse_device
+from orchestrator.config import (DEFAULT_SANDBOX, PRECISIONS, SANDBOXES, RunConfig, TimingConfig, check_threads,
+                                 parse_device)
 from orchestrator.errors import UserError
-from orchestrator.sandboxes.factory import SANDBOXES
+from speedster_run.shared import catalog
+from speedster_run.shared.catalog import DEFAULT_COMPILE_TIMEOUT_S
 
 EXIT_WINNER, EXIT_NO_WINNER, EXIT_USER_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, what a shell reports for a process SIGTERM ended
@@ -48,6 +54,16 @@ def _positive(kind):
     return parse
 
 
+_RUN = RunConfig(model=Path())  # the CLI's defaults are a RunConfig's own, not a second copy
+_TIMING = TimingConfig()
+
+
+def _longer_deadlines() -> str:
+    """"tensorrt 1800 s, neuron 1800 s": the backends whose compile deadline is not the default."""
+    return ", ".join(f"{entry.name} {entry.compile_timeout_s:g} s" for entry in catalog.CATALOG
+                     if entry.compile_timeout_s != DEFAULT_COMPILE_TIMEOUT_S)
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors in one line, like every other user error."""
 
@@ -57,6 +73,8 @@ class _Parser(argparse.ArgumentParser):
 
 def run_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="speedster-run", description=__doc__.split("\n\n")[0],
+                usage="speedster-run --model MODEL [--device DEVICE] [options]\n"
+                      "       speedster-run {backends,compare,images,example-model} ... | --version",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--model", required=True, type=Path, help="an .onnx file, a TorchScript file or a torch.export .pt2")
     p.add_argument("--device", default="cpu", help="cpu, cuda[:N], gpu[:N], tpu[:N] or neuron[:N] (default: cpu)")
@@ -70,31 +88,45 @@ def run_parser() -> argparse.ArgumentParser:
                    help="concrete shape (and dtype) of an input with symbolic dimensions; repeatable")
     p.add_argument("--inputs", action="append", type=Path, default=[], metavar="FILE.npz",
                    help="one input set per .npz (arrays named as the model's inputs); repeatable")
-    p.add_argument("--samples", type=_positive(int), default=8, help="random input sets when no --inputs (default 8)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.add_argument("--samples", type=_positive(int), default=_RUN.samples,
+                   help=f"random input sets when no --inputs (default {_RUN.samples})")
+    p.add_argument("--seed", type=int, default=_RUN.seed, help=f"seed of the random inputs (default {_RUN.seed})")
     p.add_argument("--threads", type=int, default=0,
                    help="threads per model (default: every usable core); more than the usable cores is refused")
-    p.add_argument("--warmup", type=int, default=5, help="warm-up iterations per benchmark round (default 5)")
+    p.add_argument("--warmup", type=int, default=_TIMING.warmup_iterations,
+                   help=f"warm-up iterations per benchmark round (default {_TIMING.warmup_iterations})")
     p.add_argument("--iterations", type=_positive(int), default=None,
                    help="timed iterations per candidate, instead of the time budget")
-    p.add_argument("--time-budget", type=_positive(float), default=3.0,
-                   help="seconds of timed runs per candidate, over all rounds (default 3)")
-    p.add_argument("--rounds", type=_positive(int), default=3,
-                   help="interleaved benchmark rounds: each candidate measures once per round (default 3)")
+    p.add_argument("--time-budget", type=_positive(float), default=_TIMING.time_budget_s,
+                   help="a cap on the seconds of timed runs per candidate, over all rounds: each round stops "
+                        "sooner once its timings are stable (default "
+                        f"{_TIMING.time_budget_s:g})")
+    p.add_argument("--rounds", type=_positive(int), default=_TIMING.rounds,
+                   help=f"interleaved benchmark rounds: each candidate measures once per round (default "
+                        f"{_TIMING.rounds})")
     p.add_argument("--tune-budget", type=_positive(float), default=None, metavar="SECONDS",
                    help="also try the candidates that tune for this model (TVM's MetaSchedule), within this many "
                         "seconds each; tuning records are cached, so a rerun does not tune again")
     p.add_argument("--backend-option", action="append", default=[], metavar="BACKEND:KEY=VALUE",
                    help="an option passed to one backend's compiler, e.g. onnxruntime:graph_optimization_level=basic, "
                         "tvm:tune_trials=256; repeatable")
-    p.add_argument("--timeout", type=_positive(float), default=600.0,
-                   help="deadline of one runner call (a compile, an inference), in seconds (default 600)")
+    p.add_argument("--timeout", type=_positive(float), default=None, metavar="SECONDS",
+                   help="deadline of every runner call (a compile, an inference), in seconds (default: each "
+                        f"backend's own compile deadline, {DEFAULT_COMPILE_TIMEOUT_S:g} s unless it needs longer: "
+                        f"{_longer_deadlines()})")
     p.add_argument("--report", type=Path, default=None, metavar="report.json", help="write the full report here")
+    p.add_argument("--junit", type=Path, default=None, metavar="FILE.xml",
+                   help="write a JUnit XML report (one test case per candidate) for CI report viewers")
+    p.add_argument("--summary-md", type=Path, default=None, metavar="FILE.md",
+                   help="append the table and verdict as Markdown (e.g. to $GITHUB_STEP_SUMMARY)")
+    p.add_argument("--html", type=Path, default=None, metavar="FILE.html",
+                   help="write a self-contained HTML report: latency plot, speedups, failures, environment")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr (results still on stdout)")
     p.add_argument("--save", type=Path, default=None, metavar="DIR", help="write the winner's artifact and manifest")
     p.add_argument("--sandbox", choices=SANDBOXES, default=None,
-                   help="where runners live: auto (the default: a backend's Docker image where the engine answers and "
-                        "the image exists, else a local process), local processes, docker containers (hardened, one "
-                        "image per backend), remote (already running, given with --runner)")
+                   help="where runners live: auto (a backend's Docker image where the engine answers and the image "
+                        "exists, else a local process), local processes, docker containers (hardened, one image per "
+                        f"backend), remote (already running, given with --runner); default: {DEFAULT_SANDBOX}")
     p.add_argument("--runner", action="append", default=[], metavar="NAME=ADDR",
                    help="an already-running runner for backend NAME at host:port or unix:///path (repeatable); "
                         "implies --sandbox remote, and the backends tried are those given (unless --backends narrows)")
@@ -117,29 +149,22 @@ def run_parser() -> argparse.ArgumentParser:
 
 
 def _remote_settings(args: argparse.Namespace):
-    """(sandbox, runners, backends, security) from --sandbox, --runner and the TLS/token options; UserError if bad."""
+    """(sandbox, runner addresses, backends, security) from --sandbox, --runner and the TLS/token options; UserError
+    for an option that cannot be read. Whether the remote settings can work together (a runner for every backend,
+    TLS and a token off loopback) is checked where the remote sandbox is made (sandboxes.remote.check_settings)."""
     from orchestrator.config import RunnerSecurity
-    from orchestrator.sandboxes.remote import check_security, parse_runner
+    from orchestrator.sandboxes.remote import parse_runner
     from speedster_run.shared.security import SecurityConfigError, read_token
 
     try:
-        runners = tuple(parse_runner(text) for text in args.runner)
+        addresses = tuple(parse_runner(text) for text in args.runner)
     except ValueError as error:
         raise UserError(str(error)) from None
-    sandbox = args.sandbox or ("remote" if runners else "auto")
-    if runners and sandbox != "remote":
+    sandbox = args.sandbox or ("remote" if addresses else DEFAULT_SANDBOX)
+    if addresses and sandbox != "remote":
         raise UserError(f"--runner needs --sandbox remote (or no --sandbox), not --sandbox {sandbox}")
-    backends = args.backends
     if sandbox != "remote":
-        return sandbox, runners, backends, RunnerSecurity()
-    names = [name for name, _ in runners]
-    if not names:
-        raise UserError("--sandbox remote needs at least one --runner NAME=ADDR")
-    if len(set(names)) < len(names):
-        raise UserError(f"--runner given twice for {next(n for n in names if names.count(n) > 1)}")
-    missing = [name for name in backends or () if name not in names]
-    if missing:
-        raise UserError(f"no --runner given for backend {missing[0]} (--sandbox remote uses only those given)")
+        return sandbox, addresses, args.backends, RunnerSecurity()
     for option in ("runner_tls_ca", "runner_tls_cert", "runner_tls_key", "runner_token_file"):
         path = getattr(args, option)
         if path is not None and not path.is_file():
@@ -152,11 +177,9 @@ def _remote_settings(args: argparse.Namespace):
         raise UserError(str(error)) from None
     security = RunnerSecurity(tls_ca=args.runner_tls_ca, tls_cert=args.runner_tls_cert, tls_key=args.runner_tls_key,
                               server_name=args.runner_tls_server_name, token=token, insecure=args.runner_insecure)
-    try:
-        check_security(runners, security)
-    except ValueError as error:
-        raise UserError(str(error)) from None
-    return sandbox, runners, backends or tuple(names), security
+    # The backends tried are those given with --runner, unless --backends narrows them.
+    given = tuple(dict.fromkeys(name for name, _ in addresses))
+    return sandbox, addresses, args.backends or given or None, security
 
 
 def build_config(args: argparse.Namespace) -> RunConfig:
@@ -169,7 +192,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     if args.threads < 0:
         raise UserError("--threads must be 0 (every core) or more")
     _check_outputs(args)
-    sandbox, runners, backends, runner_security = _remote_settings(args)
+    sandbox, runner_addresses, backends, runner_security = _remote_settings(args)
     check_threads(args.threads, sandbox, "--threads")
     return RunConfig(
         model=args.model, device=device, backends=backends, ignore_backends=args.ignore_backends,
@@ -179,7 +202,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         timing=TimingConfig(warmup_iterations=args.warmup, iterations=args.iterations,
                             time_budget_s=args.time_budget, rounds=args.rounds),
         timeout_s=args.timeout, report_path=args.report, save_dir=args.save,
-        sandbox=sandbox, runners=runners, runner_security=runner_security,
+        sandbox=sandbox, runner_addresses=runner_addresses, runner_security=runner_security,
         tune_budget_s=args.tune_budget, backend_options=_backend_options(args.backend_option),
         trust_model=args.trust_model,
     )
@@ -187,19 +210,22 @@ def build_config(args: argparse.Namespace) -> RunConfig:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """--report and --save, before anything starts: never over the model or an input file, and writable."""
-    from orchestrator.output_paths import check_report_path
+    from orchestrator.output_paths import OUTPUT_KINDS, check_report_path
 
     if args.save is not None:
         from orchestrator.artifacts import check_save_dir
 
         check_save_dir(args.save)
-    if args.report is None:
-        return
     protected = [("the model given with --model", args.model)] + [("an --inputs file", p) for p in args.inputs]
-    check_report_path(args.report, "--report", protected)
-    if args.save is not None and args.report.resolve().is_relative_to(args.save.resolve()):
-        raise UserError(f"--report {args.report} is inside --save {args.save}, which holds the saved model only; "
-                        "write the report elsewhere")
+    outputs = {option: path for option, path in (("--report", args.report), ("--junit", args.junit),
+                                                 ("--summary-md", args.summary_md), ("--html", args.html))
+               if path is not None}
+    for option, path in outputs.items():
+        check_report_path(path, option, protected, OUTPUT_KINDS[option])
+        if args.save is not None and path.resolve().is_relative_to(args.save.resolve()):
+            raise UserError(f"{option} {path} is inside --save {args.save}, which holds the saved model only; "
+                            "write it elsewhere")
+        protected.append((f"the file given with {option}", path))
 
 
 def _backend_options(items: list[str]) -> dict[str, dict[str, str]]:
@@ -225,25 +251,68 @@ class Progress:
 
 
 def optimize_command(argv: list[str]) -> int:
-    from orchestrator.report import table
+    import textwrap
+
+    from orchestrator.report import table, terminal_width
     from orchestrator.run import optimize
 
     args = run_parser().parse_args(argv)
     config = build_config(args)
-    report = optimize(config, progress=Progress())
+    report = optimize(config, progress=_quiet if args.quiet else Progress())
     print()
     print(table(report))
     print()
-    print(report.verdict)
+    print(textwrap.fill(report.verdict, width=terminal_width(), break_on_hyphens=False))
     if config.report_path is not None:
         report.write_json(config.report_path)
         print(f"Report: {config.report_path}")
+    _write_other_outputs(args, report.to_dict())
     if report.save_error:
         print(f"speedster-run: error: {report.save_error}", file=sys.stderr)
         return EXIT_NO_WINNER
     if config.save_dir is not None and report.winner is not None:
         print(f"Saved: {config.save_dir} (load it with orchestrator.loader.load_saved)")
     return EXIT_WINNER if report.winner is not None else EXIT_NO_WINNER
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+def _write_other_outputs(args: argparse.Namespace, report: dict) -> None:
+    """--junit, --summary-md and --html, each from the same data as report.json."""
+    if args.junit is not None:
+        from orchestrator.junit import write_junit
+
+        write_junit(report, args.junit)
+        print(f"JUnit: {args.junit}")
+    if args.summary_md is not None:
+        from orchestrator.markdown import write_summary
+
+        write_summary(report, args.summary_md)
+    if args.html is not None:
+        from orchestrator.html_report import write_html
+
+        write_html(report, args.html)
+        print(f"HTML: {args.html}")
+
+
+def version_command() -> int:
+    """This version, the protocol's, and the version of each backend's main library installed here (read from the
+    installed packages' metadata: nothing is imported, no runner started). Images carry their own in their labels
+    (speedster-run images list)."""
+    from importlib import metadata
+
+    from speedster_run.runner.v1 import PROTOCOL_VERSION
+
+    print(f"speedster-run {metadata.version('speedster-run')} (runner protocol {PROTOCOL_VERSION})")
+    for entry in catalog.CATALOG:
+        try:
+            installed = f"{entry.main_package} {metadata.version(entry.main_package)}"
+        except metadata.PackageNotFoundError:
+            installed = f"{entry.main_package} not installed here"
+        print(f"  {entry.name:<22} {installed}")
+    return EXIT_WINNER
 
 
 class TerminatedError(KeyboardInterrupt):
@@ -261,7 +330,13 @@ def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
-        if argv[:1] == ["backends"]:
+        if argv[:1] in (["--version"], ["-V"]):
+            code = version_command()
+        elif argv[:1] == ["compare"]:
+            from orchestrator.compare_command import compare_command
+
+            code = compare_command(argv[1:])
+        elif argv[:1] == ["backends"]:
             from orchestrator.backends_command import backends_command
 
             code = backends_command(argv[1:])

@@ -8,23 +8,29 @@ from pathlib import Path
 
 from orchestrator.errors import UserError
 from orchestrator.model_source import ShapeOverrides
+from speedster_run.shared import catalog, measure
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 TUNED = "tuned"  # the variant of backends that tune for the model (minutes): planned only with a tuning budget
 DEVICE_KINDS = ("cpu", "cuda", "gpu", "tpu", "neuron")
+SANDBOXES = ("local", "docker", "remote", "auto")
+# Where runners live unless the caller says: the CLI, the Python API and a RunConfig built by hand all start here.
+DEFAULT_SANDBOX = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
 class TimingConfig:
-    """How each candidate is measured: `rounds` interleaved rounds, each with this share of the budget."""
+    """How each candidate is measured: `rounds` interleaved rounds, each with this share of the budget. The warm-up,
+    the windows and their stability test are the measurement's own notions: their defaults are the shared layer's
+    (speedster_run.shared.measure), the same the runner applies, not a second copy of the numbers."""
 
-    warmup_iterations: int = 5
+    warmup_iterations: int = measure.WARMUP_ITERATIONS
     iterations: int | None = None  # a fixed count per candidate instead of the time budget
     time_budget_s: float = 3.0  # per candidate, over all rounds
     rounds: int = 3
-    window_iterations: int = 10
-    stability_pct: float = 5.0
-    stable_windows: int = 3
+    window_iterations: int = measure.WINDOW_ITERATIONS
+    stability_pct: float = measure.STABILITY_PCT
+    stable_windows: int = measure.STABLE_WINDOWS
     # After a round, a candidate over `hopeless_factor` times slower than the fastest, and slower than
     # `hopeless_min_ms` (so that dropping it saves real time), is not timed again: more rounds cannot make it win.
     hopeless_factor: float = 10.0
@@ -63,11 +69,14 @@ class RunConfig:
     seed: int = 0
     threads: int = 0  # 0: every core this process may use
     timing: TimingConfig = TimingConfig()
-    timeout_s: float = 600.0  # deadline of one compile; other calls get deadlines derived from the timing
+    # --timeout: the deadline of every runner call (a benchmark round adds its budget). None: each backend's own,
+    # from the catalog (call_timeout_s).
+    timeout_s: float | None = None
     report_path: Path | None = None
     save_dir: Path | None = None
-    sandbox: str = "local"  # local, docker, remote, auto
-    runners: tuple[tuple[str, str], ...] = ()  # --runner NAME=ADDR: already-running runners (remote sandbox)
+    sandbox: str = DEFAULT_SANDBOX  # one of SANDBOXES
+    # --runner NAME=ADDR: (backend, address) of runners already running elsewhere (the remote sandbox)
+    runner_addresses: tuple[tuple[str, str], ...] = ()
     runner_security: RunnerSecurity = RunnerSecurity()  # TLS and token for those runners
     exclude: tuple[tuple[str, str | None], ...] = ()  # (backend, variant or None: all) left out of the plan
     original_may_win: bool = True  # False: the original is the baseline only (the Python API returns a compiled model)
@@ -88,6 +97,12 @@ class RunConfig:
         if self.trust_model and contained and backend == "torch":  # the one backend whose load honours it
             options[TRUST_OPTION] = "true"
         return options
+
+    def call_timeout_s(self, backend: str) -> float:
+        """The deadline of one call to the backend's runner: --timeout when given, else the backend's compile deadline
+        from the catalog (a backend whose compiler may take half an hour gets that long; a first inference that
+        compiles lazily fits in it too)."""
+        return self.timeout_s if self.timeout_s is not None else catalog.compile_timeout_s(backend)
 
     @property
     def effective_threads(self) -> int:

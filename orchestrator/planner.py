@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 
 from orchestrator.config import TUNED, RunConfig
-from orchestrator.model_source import ONNX
 from speedster_run.runner.v1 import runner_pb2 as pb
+from speedster_run.shared import catalog
 
-# The original model: ONNX Runtime's plain session for an ONNX file, torch eager for a torch artifact. Its run on the
+# The original model, format -> (backend, precision, variant): the backend and variant the catalog names for its
+# format (ONNX Runtime's plain session for an ONNX file, torch eager for a torch artifact), in fp32. Its run on the
 # target device is the speedup's baseline; its run on the CPU in fp32 gives the reference outputs.
-ORIGINAL = {ONNX: ("onnxruntime", "fp32", "default"), "torch_export": ("torch", "fp32", "eager"),
-            "torchscript": ("torch", "fp32", "eager")}
+ORIGINAL = {fmt: (backend, "fp32", catalog.get(backend).original_variant)
+            for fmt, backend in catalog.original_formats().items()}
 # Cost order when candidates tie within the noise: keep full precision and the original's runtime if you can.
 PRECISION_COST = {"fp32": 0, "bf16": 1, "fp16": 1, "int8": 2}
 

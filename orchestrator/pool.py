@@ -9,18 +9,21 @@ from typing import TypeVar
 
 from orchestrator.runner_client import RunnerCallError, RunnerClient
 from orchestrator.sandboxes.base import RunnerProcess, Sandbox, SandboxError
+from speedster_run.shared import catalog
 
 T = TypeVar("T")
 
 
 @dataclasses.dataclass
 class CallFailure(Exception):
-    """A call that did not return: category (timeout, crash, oom, runtime) plus the runner's last log lines."""
+    """A call that did not return: category (timeout, crash, oom, runtime), the runner's last log lines, and the
+    command that starts that runner by hand (taken when the call failed: the runner may be gone by the time the
+    failure is recorded)."""
 
     category: str
     message: str
     runner_log: str = ""
-    reproduce: str = ""
+    runner_command: str = ""
 
     def __str__(self) -> str:
         return f"{self.category}: {self.message}"
@@ -36,7 +39,9 @@ class _Live:
 class RunnerPool:
     """Owns the runners of one run. `generation(backend)` changes whenever a runner is replaced."""
 
-    def __init__(self, sandbox: Sandbox, threads: int, ready_timeout_s: float = 120.0):
+    def __init__(self, sandbox: Sandbox, threads: int, ready_timeout_s: float | None = None):
+        """`ready_timeout_s`: how long a runner may take to start serving; None gives each backend its own deadline
+        from the catalog (an image that loads a large library takes longer)."""
         self.sandbox = sandbox
         self.threads = threads
         self.ready_timeout_s = ready_timeout_s
@@ -54,13 +59,17 @@ class RunnerPool:
         live = self._live.get(backend)
         if live is None:
             try:
-                process = self.sandbox.start(backend, self.threads, self.ready_timeout_s)
+                process = self.sandbox.start(backend, self.threads, self.start_timeout_s(backend))
             except SandboxError as error:
                 raise CallFailure(error.category, str(error)) from None
             generation = self._generations.get(backend, 0) + 1
             self._generations[backend] = generation
             live = self._live[backend] = _Live(process, self.sandbox.client(process), generation)
         return live
+
+    def start_timeout_s(self, backend: str) -> float:
+        """The deadline of the backend's runner start: the pool's, else the catalog's for that backend."""
+        return self.ready_timeout_s if self.ready_timeout_s is not None else catalog.start_timeout_s(backend)
 
     def in_process(self, key: str) -> bool:
         """True for what attach() serves: no runner, no model file."""
@@ -84,9 +93,14 @@ class RunnerPool:
         live = self._live.get(backend)
         return live.process.description if live else ""
 
-    def reproduce_command(self, backend: str) -> str:
+    def runner_command(self, backend: str) -> str:
+        """The command that starts the backend's live runner by hand; "" when none lives or it is served in this
+        process."""
         live = self._live.get(backend)
-        return self.sandbox.reproduce_command(live.process) if live else ""
+        return self._runner_command(backend, live) if live else ""
+
+    def _runner_command(self, backend: str, live: _Live) -> str:
+        return "" if backend in self._attached else self.sandbox.reproduce_command(live.process)
 
     def call(self, backend: str, action: Callable[[RunnerClient], T]) -> T:
         """Runs action(client) on the backend's runner; a hang, crash or death becomes a CallFailure."""
@@ -97,25 +111,25 @@ class RunnerPool:
             raise self._failure(backend, live, error) from None
 
     def _failure(self, backend: str, live: _Live, error: RunnerCallError) -> CallFailure:
-        reproduce = self.sandbox.reproduce_command(live.process)
+        command = self._runner_command(backend, live)
         if error.kind == "busy":
             # Serving another caller's call (or one of ours past its deadline) until this call's deadline: the
             # runner is fine, so it stays; the message says what it served and since when.
-            return CallFailure("timeout", str(error), self.sandbox.logs(live.process), reproduce)
+            return CallFailure("timeout", str(error), self.sandbox.logs(live.process), command)
         if error.kind == "timeout" and not self.sandbox.can_kill:
             # A remote runner cannot be stopped from here: it stays in use (its loaded candidates too), and answers
             # "busy" to the next calls until the stuck one finishes.
             return CallFailure("timeout", "no answer before the deadline; the runner is not ours to kill, so it may "
-                               "still be busy with this call", self.sandbox.logs(live.process), reproduce)
+                               "still be busy with this call", self.sandbox.logs(live.process), command)
         if error.kind == "timeout":
             self.sandbox.kill(live.process)  # stuck in a compiler: nothing else will stop it
-            failure = CallFailure("timeout", "no answer before the deadline; runner killed", "", reproduce)
+            failure = CallFailure("timeout", "no answer before the deadline; runner killed", "", command)
         elif error.kind == "gone":
             info = self._wait_exit(live)
             category, message = (info.category, info.message) if info else ("crash", error.args[0])
-            failure = CallFailure(category, message, "", reproduce)
+            failure = CallFailure(category, message, "", command)
         else:
-            return CallFailure("runtime", f"protocol error: {error}", self.sandbox.logs(live.process), reproduce)
+            return CallFailure("runtime", f"protocol error: {error}", self.sandbox.logs(live.process), command)
         failure.runner_log = self.sandbox.logs(live.process)
         self._discard(backend)
         return failure

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 from tabulate import tabulate
 
 from orchestrator.compare import Comparison
+from orchestrator.formatting import ratio_with_interval, significant
 from orchestrator.stats import LatencyStats
 
 REPORT_VERSION = 1
@@ -21,7 +25,10 @@ class FailureRecord:
     stage: str = ""  # plan, export, load, check, benchmark
     detail: str = ""
     runner_log: str = ""
-    reproduce: str = ""  # a command that reproduces it
+    reproduce: str = ""  # the speedster-run command that tries this candidate's backend and precision again
+    # The command that starts the runner it failed in by hand (the local process's command line, the container's
+    # `docker run` line): to debug a crash in that runner alone.
+    runner_command: str = ""
 
 
 @dataclasses.dataclass
@@ -45,7 +52,7 @@ class CandidateResult:
     comparison: Comparison | None = None
     details: dict[str, str] = dataclasses.field(default_factory=dict)
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
-    runner: str = ""
+    runner_description: str = ""  # where its runner ran: "local process pid 123", "docker container ...", "this process"
     image: str = ""  # the runner's container image, when it ran in one (docker sandbox)
     image_digest: str = ""  # that image's content digest (sha256:...)
     peak_rss_mb: float | None = None
@@ -81,51 +88,84 @@ class RunReport:
         path.write_text(json.dumps(self.to_dict(), indent=1, default=str) + "\n")
 
 
+# Categories of candidates that never took part: one line each under the table, not a row each.
+COLLAPSED_CATEGORIES = ("not applicable", "unavailable")
+DEFAULT_WIDTH = 110  # when neither the terminal nor COLUMNS says
+
+
 def _ms(value: float | None) -> str:
-    return "" if value is None else f"{value:.2f}"
+    return "" if value is None else significant(value)
 
 
 def _speedup(result: CandidateResult) -> str:
     if result.speedup is None:
         return ""
-    if result.is_original or result.speedup_ci is None:
-        return f"{result.speedup:.2f}x"
-    low, high = result.speedup_ci
-    return f"{result.speedup:.2f}x [{low:.2f}-{high:.2f}]"
+    return ratio_with_interval(result.speedup, None if result.is_original else result.speedup_ci)
 
 
-def _status(result: CandidateResult, winner: str | None) -> str:
-    if result.failure is not None:
-        return f"{result.failure.category}: {result.failure.message}"[:70]
-    mark = "ok"
-    if result.name == winner:
-        mark = "WINNER"
-    return mark + (" (original)" if result.is_original else "")
+def _compared(result: CandidateResult) -> bool:
+    return result.comparison is not None and result.comparison.drop != float("inf")
 
 
-def table(report: RunReport) -> str:
-    """The table printed at the end of a run: original first, then candidates by median latency."""
-    rows = []
-    ordered = sorted(
-        report.candidates,
-        key=lambda r: (not r.is_original, r.stats is None, r.stats.median_ms if r.stats else 0.0, r.name),
-    )
-    for result in ordered:
-        stats = result.stats
-        rows.append([
-            result.name,
-            result.precision,
-            "" if result.compile_s is None else f"{result.compile_s:.1f}",
-            _ms(stats.median_ms if stats else None),
-            _ms(stats.p90_ms if stats else None),
-            "" if stats is None else f"{stats.iqr_pct:.1f}%",
-            _speedup(result),
-            "" if result.comparison is None or result.comparison.drop == float("inf")
-            else f"{max((o.max_abs for o in result.comparison.outputs), default=0.0):.2e}",
-            "" if result.comparison is None or result.comparison.drop == float("inf")
-            else f"{result.comparison.drop:.1e}",
-            _status(result, report.winner),
-        ])
-    headers = ["candidate", "precision", "compile s", "median ms", "p90 ms", "spread", "speedup [95% CI]",
-               "max abs err", "drop", "status"]
-    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+# (header, cell) in display order, and the order in which columns go when the table is too wide (last goes first).
+_COLUMNS: list[tuple[str, Callable[[CandidateResult], str]]] = [
+    ("candidate", lambda r: r.name),
+    ("precision", lambda r: r.precision),
+    ("compile s", lambda r: "" if r.compile_s is None else f"{r.compile_s:.1f}"),
+    ("median ms", lambda r: _ms(r.stats.median_ms if r.stats else None)),
+    ("p90 ms", lambda r: _ms(r.stats.p90_ms if r.stats else None)),
+    ("spread", lambda r: "" if r.stats is None else f"{r.stats.iqr_pct:.0f}%"),
+    ("speedup [95% CI]", _speedup),
+    ("max abs err", lambda r: f"{max((o.max_abs for o in r.comparison.outputs), default=0.0):.1e}"
+     if _compared(r) else ""),
+    ("drop", lambda r: f"{r.comparison.drop:.1e}" if _compared(r) else ""),
+]
+_DROP_ORDER = ["max abs err", "precision", "compile s", "spread", "p90 ms", "drop"]
+
+
+def terminal_width() -> int:
+    """COLUMNS when set (as shells and CI runners export it), else the terminal's width, else DEFAULT_WIDTH."""
+    return shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns
+
+
+def table(report: RunReport, width: int | None = None) -> str:
+    """The table printed at the end of a run: the original first, then candidates by median latency; as many
+    columns as fit `width` (default: the terminal's), failures numbered under it with their whole messages, and the
+    backends that could not take part collapsed into one line per reason category."""
+    width = width or terminal_width()
+    shown = [r for r in report.candidates if not (r.failure and r.failure.category in COLLAPSED_CATEGORIES)]
+    shown.sort(key=lambda r: (not r.is_original, r.stats is None, r.stats.median_ms if r.stats else 0.0, r.name))
+    failures = [r for r in shown if r.failure is not None]
+    status = {id(r): f"{r.failure.category} [{failures.index(r) + 1}]" for r in failures}
+    for r in shown:
+        if r.failure is None:
+            status[id(r)] = ("WINNER" if r.name == report.winner else "ok") + (" (original)" if r.is_original else "")
+    columns = list(_COLUMNS) + [("status", lambda r: status[id(r)])]
+    text = _render(shown, columns)
+    for header in _DROP_ORDER:
+        if _widest_line(text) <= width:
+            break
+        columns = [c for c in columns if c[0] != header]
+        text = _render(shown, columns)
+    lines = [text] if shown else []
+    for number, result in enumerate(failures, start=1):
+        lines.append(textwrap.fill(f"[{number}] {result.name}: {result.failure.category}: {result.failure.message}",
+                                   width=width, subsequent_indent="    "))
+    for category in COLLAPSED_CATEGORIES:
+        rows = [r for r in report.candidates if r.failure and r.failure.category == category]
+        if rows:
+            messages = {r.failure.message for r in rows}
+            reason = f": {rows[0].failure.message}" if len(messages) == 1 else " (each reason: report.json, or " \
+                                                                              "speedster-run backends)"
+            lines.append(textwrap.fill(f"{category}: {', '.join(r.name for r in rows)}{reason}", width=width,
+                                       subsequent_indent="    "))
+    return "\n".join(lines)
+
+
+def _render(rows: list[CandidateResult], columns: list[tuple[str, Callable[[CandidateResult], str]]]) -> str:
+    return tabulate([[cell(r) for _, cell in columns] for r in rows], headers=[h for h, _ in columns],
+                    tablefmt="simple", disable_numparse=True)
+
+
+def _widest_line(text: str) -> int:
+    return max((len(line) for line in text.splitlines()), default=0)

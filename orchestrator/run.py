@@ -16,7 +16,7 @@ import numpy as np
 
 from orchestrator import inputs as sample_inputs
 from orchestrator import model_source, planner
-from orchestrator.candidates import CandidateRunner, Slot, new_slot
+from orchestrator.candidates import CandidateDriver, Slot, new_slot
 from orchestrator.compare import Metric, compare
 from orchestrator.config import RunConfig
 from orchestrator.errors import UserError
@@ -46,6 +46,19 @@ def select_backends(config: RunConfig) -> list[str]:
             raise UserError(f"unknown backend {name!r}; known backends: {', '.join(known)}")
     wanted = config.backends or tuple(known)
     return [name for name in known if name in wanted and name not in config.ignore_backends]
+
+
+def defaulted_batch_notes(config: RunConfig, source: model_source.SourceModel) -> list[str]:
+    """A batch size nobody chose is what gets measured: one line per input saying so, and how to choose another."""
+    if config.input_files:
+        return []
+    notes = []
+    for info in source.inputs:
+        if info.shape and info.shape[0] is None and info.name not in config.input_shapes:
+            rest = "x".join("?" if d is None else str(d) for d in info.shape[1:])
+            notes.append(f"input {info.name}: its symbolic batch dimension is set to 1 (choose with --input-shape "
+                         f"{info.name}=8{'x' + rest if rest else ''})")
+    return notes
 
 
 def prepare_samples(config: RunConfig, source: model_source.SourceModel) -> list[dict[str, np.ndarray]]:
@@ -83,7 +96,7 @@ class Run:
         self.descriptions: dict[str, pb.DescribeResponse] = {}
         self.rows: list[CandidateResult] = []
         self.slots: list[Slot] = []
-        self.runner: CandidateRunner | None = None
+        self.driver: CandidateDriver | None = None
         self.start_failures: dict[str, CallFailure] = {}  # backends whose runner would not start, twice
 
     def original_candidate(self) -> Candidate:
@@ -184,21 +197,21 @@ class Run:
             self.rows.append(row)
         return [new_slot(c) for c in candidates]
 
-    def references(self, runner: CandidateRunner, original: Slot) -> list[dict[str, np.ndarray]] | None:
+    def references(self, driver: CandidateDriver, original: Slot) -> list[dict[str, np.ndarray]] | None:
         """Reference outputs from the original model on the CPU in fp32, computed once."""
         self.say(f"{original.candidate.name}: computing reference outputs (original model)")
         if self.config.device == "cpu":
-            if not runner.load(original):
+            if not driver.load(original):
                 return None
-            return runner.outputs(original)
+            return driver.outputs(original)
         reference = new_slot(planner.original_candidate(self.source.format, "cpu"))
-        loaded = runner.load(reference)
-        outputs = runner.outputs(reference) if loaded else None
-        runner.unload(reference)
+        loaded = driver.load(reference)
+        outputs = driver.outputs(reference) if loaded else None
+        driver.unload(reference)
         if outputs is None:
             original.result.failure = reference.result.failure
             original.result.status = "failed"
-        elif not runner.load(original):
+        elif not driver.load(original):
             return None
         return outputs
 
@@ -208,25 +221,27 @@ class Run:
         self.check_device_seen()
         sources, export_error = self.model_files()
         slots = self.plan(sources, export_error)
+        for note in defaulted_batch_notes(self.config, self.source):  # said once nothing can be a user error
+            self.say(note)
         original = slots[0]
-        runner = self.runner = CandidateRunner(self.config, self.pool, sources, self.samples, self.metric)
+        driver = self.driver = CandidateDriver(self.config, self.pool, sources, self.samples, self.metric)
         self.slots = slots
 
         phase = time.perf_counter()
-        references = self.references(runner, original)
+        references = self.references(driver, original)
         if references is None:
             for slot in slots[1:]:
                 slot.result.fail("unavailable", "not tried: the original model failed, so there is no reference "
                                  "to check outputs against", "plan")
         else:
-            runner.check(original, references)
+            driver.check(original, references)
             for index, slot in enumerate(slots[1:], start=2):
                 self.say(f"[{index}/{len(slots)}] {slot.candidate.name}: compiling")
-                if runner.load(slot):
+                if driver.load(slot):
                     self.say(f"[{index}/{len(slots)}] {slot.candidate.name}: compiled in "
                              f"{slot.result.compile_s:.1f} s, checking outputs")
-                    if not runner.check(slot, references):
-                        runner.unload(slot)
+                    if not driver.check(slot, references):
+                        driver.unload(slot)
                 if slot.result.failure:
                     self.say(f"[{index}/{len(slots)}] {slot.candidate.name}: {slot.result.failure.category}: "
                              f"{slot.result.failure.message[:100]}")
@@ -251,7 +266,9 @@ class Run:
             source={"path": str(self.source.path), "format": self.source.format, "sha256": self.source.sha256,
                     "inputs": [vars(i) for i in self.source.inputs], "outputs": [vars(o) for o in self.source.outputs],
                     "exported_onnx": self.source.format != model_source.ONNX and model_source.ONNX in sources,
-                    "export_error": export_error},
+                    "export_error": export_error,
+                    "benchmarked_shapes": {name: list(array.shape) for name, array in self.samples[0].items()}
+                    if self.samples else {}},
             candidates=self.rows, winner=winner, verdict=verdict, tie_with=tie_with,
         )
         self._phase("total_inside_run", started)
@@ -285,7 +302,7 @@ class Run:
             shift = round_index % len(live)
             self.say(f"benchmark round {round_index + 1}/{rounds}: {len(live)} candidates")
             for slot in live[shift:] + live[:shift]:
-                if not self.runner.benchmark_round(slot, round_budget_s, round_iterations):
+                if not self.driver.benchmark_round(slot, round_budget_s, round_iterations):
                     self.say(f"{slot.candidate.name}: {slot.result.failure.category}: {slot.result.failure.message}")
             hopeless |= self._hopeless([s for s in live if s.alive], round_index + 1)
 

@@ -4,7 +4,7 @@ Without it, this process opens torch files itself, through the checks of proto/s
 refuse anything in the file that would run code. With it, the file may hold anything torch can load (pickled objects,
 guard code...), so only a runner whose damage stays in its container or on its host opens it: that runner reads the
 model's inputs and outputs (Load) and exports it to ONNX (SaveArtifact with format "onnx", fetched with
-FetchArtifact). The trust travels to a runner as a load option, and only to such runners (CandidateRunner.load).
+FetchArtifact). The trust travels to a runner as a load option, and only to such runners (CandidateDriver.load).
 """
 
 from __future__ import annotations
@@ -81,11 +81,12 @@ def exporter(pool, config: RunConfig, sha256: str):
         example_set = tensors.set_to_proto({i.name: example[i.name] for i in inputs})
         try:
             model_id, _ = _load(pool, config, path.resolve(), fmt, sha256, [example])
-            answer = pool.call(BACKEND, lambda c: c.save_artifact(model_id, config.timeout_s, "onnx", example_set))
+            deadline_s = config.call_timeout_s(BACKEND)
+            answer = pool.call(BACKEND, lambda c: c.save_artifact(model_id, deadline_s, "onnx", example_set))
             if answer.failure.category:
                 raise TorchExportError(f"{path.name}: the torch runner's ONNX export failed: {answer.failure.message}")
             out_path.parent.mkdir(parents=True, exist_ok=True)
-            pool.call(BACKEND, lambda c: write_chunks(c.fetch_artifact(model_id, config.timeout_s), out_path.parent))
+            pool.call(BACKEND, lambda c: write_chunks(c.fetch_artifact(model_id, deadline_s), out_path.parent))
             pool.call(BACKEND, lambda c: c.unload(model_id))
         except (CallFailure, UserError) as error:
             raise TorchExportError(f"{path.name}: the torch runner's ONNX export failed: {error}") from None
@@ -104,13 +105,13 @@ def _load(pool, config: RunConfig, path: Path, fmt: str, sha256: str, calibratio
     if sandbox.shares_filesystem:
         source = pb.ModelSource(path=sandbox.runner_path(BACKEND, str(path)), sha256=sha256, format=fmt)
     else:
-        upload_id = pool.call(BACKEND, lambda c: c.upload(path.parent, [path.name], config.timeout_s))
+        upload_id = pool.call(BACKEND, lambda c: c.upload(path.parent, [path.name], config.call_timeout_s(BACKEND)))
         source = pb.ModelSource(upload_id=upload_id, file_name=path.name, sha256=sha256, format=fmt)
     request = pb.LoadRequest(model=source, device="cpu", precision="fp32", variant="eager",
                              options=config.load_options(BACKEND, "eager", contained=True),
                              threads=config.effective_threads,
                              calibration=[tensors.set_to_proto(s) for s in calibration])
-    answer = pool.call(BACKEND, lambda c: c.load(request, config.timeout_s))
+    answer = pool.call(BACKEND, lambda c: c.load(request, config.call_timeout_s(BACKEND)))
     if answer.failure.category:
         raise UserError(f"{path.name}: the torch runner could not open it: {answer.failure.message}")
     if not answer.model_id:

@@ -117,12 +117,51 @@ def mlp() -> Any:
     return MLP(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
 
 
-# name -> (constructor, input shape without the batch dim)
-MODELS: dict[str, tuple[Callable[[], Any], tuple[int, ...]]] = {
-    "resnet18": (lambda: resnet((2, 2, 2, 2), bottleneck=False), (3, 224, 224)),
-    "resnet50": (lambda: resnet((3, 4, 6, 3), bottleneck=True), (3, 224, 224)),
-    "tiny_cnn": (tiny_cnn, (3, 32, 32)),
-    "mlp": (mlp, (256,)),
+def bert_encoder(layers: int = 12, hidden: int = 768, heads: int = 12, ffn: int = 3072, vocab: int = 30522,
+                 max_positions: int = 512) -> Any:
+    """BERT-base's encoder (post-norm layers, GELU, learned positions) on token ids, written with plain torch layers
+    so that nothing beyond torch is needed to build it; returns the last hidden states."""
+    import torch
+
+    nn = _nn()
+
+    class Layer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.qkv, self.out = nn.Linear(hidden, 3 * hidden), nn.Linear(hidden, hidden)
+            self.norm1, self.norm2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+            self.ffn = nn.Sequential(nn.Linear(hidden, ffn), nn.GELU(), nn.Linear(ffn, hidden))
+
+        def forward(self, x: Any) -> Any:
+            batch, length, _ = x.shape
+            q, k, v = self.qkv(x).view(batch, length, 3, heads, hidden // heads).permute(2, 0, 3, 1, 4)
+            attention = torch.softmax(q @ k.transpose(-1, -2) * (hidden // heads) ** -0.5, dim=-1) @ v
+            x = self.norm1(x + self.out(attention.transpose(1, 2).reshape(batch, length, hidden)))
+            return self.norm2(x + self.ffn(x))
+
+    class BertEncoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.words, self.positions = nn.Embedding(vocab, hidden), nn.Embedding(max_positions, hidden)
+            self.norm = nn.LayerNorm(hidden)
+            self.layers = nn.ModuleList(Layer() for _ in range(layers))
+
+        def forward(self, input_ids: Any) -> Any:
+            x = self.norm(self.words(input_ids) + self.positions(torch.arange(input_ids.shape[1])))
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
+    return BertEncoder()
+
+
+# name -> (constructor, input shape without the batch dim, input name, input dtype)
+MODELS: dict[str, tuple[Callable[[], Any], tuple[int, ...], str, str]] = {
+    "resnet18": (lambda: resnet((2, 2, 2, 2), bottleneck=False), (3, 224, 224), "input", "float32"),
+    "resnet50": (lambda: resnet((3, 4, 6, 3), bottleneck=True), (3, 224, 224), "input", "float32"),
+    "tiny_cnn": (tiny_cnn, (3, 32, 32), "input", "float32"),
+    "mlp": (mlp, (256,), "input", "float32"),
+    "bert-base": (bert_encoder, (128,), "input_ids", "int64"),  # sequence length 128
 }
 
 
@@ -150,10 +189,13 @@ def build(name: str, batch: int = 1) -> tuple[Any, tuple[Any, ...]]:
 
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
-    constructor, shape = MODELS[name]
+    constructor, shape, _, dtype = MODELS[name]
     torch.manual_seed(SEED)
     model = constructor()
-    _calibrate_batch_norm(model, shape)
+    if dtype == "int64":  # token ids
+        model.eval()
+        return model, (torch.randint(0, 1000, (batch, *shape)),)
+    _calibrate_batch_norm(model, shape)  # before drawing the example: the weights must not depend on the batch size
     model.eval()
     return model, (torch.randn(batch, *shape),)
 
@@ -169,7 +211,8 @@ def save(name: str, path: Path, fmt: str = "torch_export", batch: int = 1, dynam
     model, example = build(name, max(batch, 2) if dynamic_batch else batch)  # export specialises a size-1 dim
     shape = [None if dynamic_batch else batch, *example[0].shape[1:]]
     dims = ["batch" if dynamic_batch else ""] + [""] * (len(shape) - 1)
-    extra = {INPUTS_FILE: json.dumps([{"name": "input", "dtype": "float32", "shape": shape, "dim_names": dims}])}
+    _, _, input_name, dtype = MODELS[name]
+    extra = {INPUTS_FILE: json.dumps([{"name": input_name, "dtype": dtype, "shape": shape, "dim_names": dims}])}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
@@ -192,16 +235,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+# The format an output file's suffix asks for; any other suffix takes torch.export unless --format says.
+SUFFIX_FORMATS = {".pt2": "torch_export", ".torchscript": "torchscript", ".ts": "torchscript", ".pt": "torchscript"}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m orchestrator.zoo", description=__doc__)
+    parser = _Parser(prog="speedster-run example-model", description=__doc__)
     parser.add_argument("name", help=f"one of: {', '.join(MODELS)}")
-    parser.add_argument("output", type=Path)
-    parser.add_argument("--format", default="torch_export", choices=FORMATS)
+    parser.add_argument("output", type=Path,
+                        help="where to write it; the suffix picks the format: .pt2 a torch.export archive, "
+                             ".torchscript, .ts or .pt a TorchScript file (anything else: torch.export)")
+    parser.add_argument("--format", default=None, choices=FORMATS, help="the format, whatever the suffix says")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--dynamic-batch", action="store_true", help="a symbolic batch dim named 'batch'")
     args = parser.parse_args(argv)
+    fmt = args.format or SUFFIX_FORMATS.get(args.output.suffix, "torch_export")
     try:
-        print(save(args.name, args.output, args.format, args.batch, args.dynamic_batch))
+        print(save(args.name, args.output, fmt, args.batch, args.dynamic_batch))
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
     return 0

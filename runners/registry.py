@@ -1,7 +1,8 @@
 """Backend registry: names -> backend classes, resolved lazily so that a missing library never breaks an import.
 
-Built-in backends are listed here by module path. Third-party backends join through the `speedster_run.backends`
-entry-point group, or (for tests and experiments) the SPEEDSTER_RUN_BACKENDS variable: "name=module:Class,...".
+Built-in backends come from the backend catalog (speedster_run.shared.catalog), by module path. Third-party backends
+join through the `speedster_run.backends` entry-point group, or (for tests and experiments) the SPEEDSTER_RUN_BACKENDS
+variable: "name=module:Class,...".
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 from importlib import metadata
 
 from runners.backends.base import Backend, LoadedModel
+from speedster_run.shared import catalog
 
 ENTRY_POINT_GROUP = "speedster_run.backends"
 ENV_VARIABLE = "SPEEDSTER_RUN_BACKENDS"
@@ -18,17 +20,8 @@ ENV_VARIABLE = "SPEEDSTER_RUN_BACKENDS"
 __all__ = ["Backend", "LoadedModel", "RegistryError", "backend_targets", "load_backend", "names"]  # LoadedModel: what
 # a backend's load returns, named here for the orchestrator, which runs saved models in-process through this module
 
-BUILTIN: dict[str, str] = {
-    "onnxruntime": "runners.backends.onnxruntime:OnnxRuntimeBackend",
-    "openvino": "runners.backends.openvino:OpenVinoBackend",
-    "torch": "runners.backends.torch:TorchBackend",
-    "tvm": "runners.backends.tvm:TvmBackend",
-    "tensorrt": "runners.backends.tensorrt:TensorRtBackend",
-    "xla": "runners.backends.xla:XlaBackend",
-    "neuron": "runners.backends.neuron:NeuronBackend",
-    "onnxruntime-openvino": "runners.backends.onnxruntime_openvino:OnnxRuntimeOpenVinoBackend",
-    "iree": "runners.backends.iree:IreeBackend",
-}
+# Built-in name -> "module:Class", in the catalog's order (the order a run tries them in).
+BUILTIN: dict[str, str] = {entry.name: entry.implementation for entry in catalog.CATALOG}
 
 
 class RegistryError(Exception):

@@ -17,12 +17,11 @@ import uuid
 from pathlib import Path
 
 from runners import registry
-from speedster_run.shared import devices, tensors
 from runners.backends.base import Availability, Backend, LoadedModel, LoadSpec
+from speedster_run.shared import devices, tensors
 from speedster_run.shared.errors import (
     BUSY_PREFIX,
     CallerGoneError,
-    CandidateError,
     ChecksumMismatchError,
     InvalidRequestError,
     ModelFileMissingError,
@@ -30,6 +29,7 @@ from speedster_run.shared.errors import (
     ProtocolError,
     RunnerBusyError,
     UnknownModelError,
+    as_candidate_error,
     failure,
     status_code,
 )
@@ -78,15 +78,13 @@ def host_facts() -> dict[str, str]:
 
 
 def probe_backend(name: str) -> tuple[Backend | None, Availability]:
-    """Instantiates and probes a backend; any failure becomes an "unavailable" answer, never a crash."""
+    """Instantiates and probes a backend; any failure becomes an "unavailable" answer, never a crash (a probe that
+    raises is answered by Backend.availability)."""
     try:
         backend = registry.load_backend(name)
     except Exception as error:  # a broken plugin or import is reported, not raised
         return None, Availability(available=False, reason=f"backend {name!r} failed to import: {error}")
-    try:
-        return backend, backend.probe()
-    except Exception as error:
-        return backend, Availability(available=False, reason=f"probe failed: {type(error).__name__}: {error}")
+    return backend, backend.availability()
 
 
 def caller_waiting(context) -> bool:
@@ -410,10 +408,8 @@ def _decode_inputs(tensor_set: pb.TensorSet) -> dict:
 
 
 def _candidate_failure(error: Exception, default_category: str) -> pb.Failure:
-    """Turns anything a backend raised into an in-band failure; MemoryError is always "oom"."""
-    detail = "".join(traceback.format_exception(error))
-    if isinstance(error, CandidateError):
-        return failure(error.category, error.message, error.detail or detail)
-    category = "oom" if isinstance(error, MemoryError) else default_category
-    message = f"{type(error).__name__}: {error}".splitlines()[0][:500]
-    return failure(category, message, detail)
+    """Anything a backend raised, as an in-band failure: categorised as the backend base does (as_candidate_error),
+    for backends that override load or run themselves, and for errors outside them (encoding the outputs)."""
+    candidate = as_candidate_error(error, default_category)
+    return failure(candidate.category, candidate.message,
+                   candidate.detail or "".join(traceback.format_exception(error)))

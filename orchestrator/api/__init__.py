@@ -7,6 +7,7 @@ from pathlib import Path
 
 from orchestrator.api.optimize import optimize_model
 from orchestrator.api.optimized_model import OptimizedModel, load
+from orchestrator.config import DEFAULT_SANDBOX
 
 
 def save_model(optimized_model: OptimizedModel, path: str | Path) -> Path:
@@ -15,7 +16,7 @@ def save_model(optimized_model: OptimizedModel, path: str | Path) -> Path:
 
 
 def load_model(path: str | Path, device: str | None = None, execution: str = "auto",
-               sandbox: str = "auto", trust_model: bool = False) -> OptimizedModel:
+               sandbox: str = DEFAULT_SANDBOX, trust_model: bool = False) -> OptimizedModel:
     """Loads a model written by save_model: in this process when its backend is installed here, otherwise through
     the backend's runner (its image where one is built); a clear error when neither is possible. A torch artifact
     that holds more than weights and a graph is refused unless `trust_model`, which opens it only in the torch

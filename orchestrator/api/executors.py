@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
+from orchestrator.config import DEFAULT_SANDBOX
 from orchestrator.loader import SavedModelError, load_saved
 from runners import registry
 from speedster_run.shared import tensors
 from speedster_run.runner.v1 import runner_pb2 as pb
 
 EXECUTIONS = ("auto", "in-process", "runner")
-CALL_TIMEOUT_S = 600.0
 
 
 class InProcess:
@@ -35,15 +35,15 @@ class InRunner:
     """The saved artifact loaded in the backend's runner, started in `sandbox` (auto: Docker when the image is
     built and an engine answers, else a local process); every call goes over the runner protocol."""
 
-    def __init__(self, directory: Path, manifest: dict, device: str, threads: int | None, sandbox: str = "auto",
-                 trust_model: bool = False):
+    def __init__(self, directory: Path, manifest: dict, device: str, threads: int | None,
+                 sandbox: str = DEFAULT_SANDBOX, trust_model: bool = False):
         from orchestrator.config import RunConfig
         from orchestrator.pool import CallFailure, RunnerPool
         from orchestrator.sandboxes.factory import make_sandbox
         from orchestrator.trusted_torch import HOW, is_contained
 
         self.backend = backend = manifest["backend"]
-        config = RunConfig(model=directory / manifest["file_name"], device=device, sandbox=sandbox,
+        config = self.config = RunConfig(model=directory / manifest["file_name"], device=device, sandbox=sandbox,
                            threads=manifest.get("threads", 0) if threads is None else threads, trust_model=trust_model)
         self.pool = RunnerPool(make_sandbox(config, [backend]), config.effective_threads)
         sandbox_ = self.pool.sandbox
@@ -59,14 +59,14 @@ class InRunner:
                 source = pb.ModelSource(path=path, format=manifest["format"],
                                         sha256=manifest["files"][manifest["file_name"]])
             else:
-                upload = self.pool.call(backend, lambda c: c.upload(directory, names, CALL_TIMEOUT_S))
+                upload = self.pool.call(backend, lambda c: c.upload(directory, names, config.call_timeout_s(backend)))
                 source = pb.ModelSource(upload_id=upload, file_name=manifest["file_name"], format=manifest["format"],
                                         sha256=manifest["files"][manifest["file_name"]])
             request = pb.LoadRequest(model=source, device=device, precision=manifest["precision"],
                                      variant=manifest["variant"],
                                      options=manifest.get("options", {}) | config.load_options(backend, "", contained),
                                      threads=config.effective_threads)
-            answer = self.pool.call(backend, lambda c: c.load(request, CALL_TIMEOUT_S))
+            answer = self.pool.call(backend, lambda c: c.load(request, config.call_timeout_s(backend)))
             if answer.failure.category:
                 raise SavedModelError(f"{directory}: the {backend} runner could not load it: {answer.failure.message}")
         except CallFailure as error:
@@ -83,7 +83,8 @@ class InRunner:
         from orchestrator.pool import CallFailure
 
         try:
-            answer = self.pool.call(self.backend, lambda c: c.infer(self.model_id, inputs, CALL_TIMEOUT_S))
+            deadline_s = self.config.call_timeout_s(self.backend)
+            answer = self.pool.call(self.backend, lambda c: c.infer(self.model_id, inputs, deadline_s))
         except CallFailure as error:
             raise RuntimeError(f"the {self.backend} runner failed: {error}") from None
         if answer.failure.category:
@@ -104,7 +105,7 @@ def importable_here(backend: str) -> str:
 
 
 def open_executor(directory: Path, manifest: dict, device: str, threads: int | None, execution: str = "auto",
-                  sandbox: str = "auto", trust_model: bool = False):
+                  sandbox: str = DEFAULT_SANDBOX, trust_model: bool = False):
     """An executor for the saved artifact: in-process when possible (or asked), else through a runner; with
     `trust_model` always through a runner in a container (or on another host), which opens the artifact unchecked."""
     if execution not in EXECUTIONS:

@@ -21,7 +21,7 @@ from orchestrator.api.as_returned import AsReturned, measure_as_returned
 from orchestrator.api.baseline import TorchCaller
 from orchestrator.api.export import call_options, evaluating, export, forward_parameters, is_huggingface
 from orchestrator.api.optimized_model import OptimizedModel, write_meta
-from orchestrator.config import RunConfig, TimingConfig, check_threads, parse_device
+from orchestrator.config import DEFAULT_SANDBOX, RunConfig, TimingConfig, check_threads, parse_device
 from orchestrator.errors import UserError
 
 OPTIMIZATION_TIMES = {
@@ -153,7 +153,7 @@ def optimize_model(model: Any, input_data: Any, metric_drop_ths: float | None = 
     """
     tokenizer = kwargs.pop("tokenizer", None)
     tokenizer_args = kwargs.pop("tokenizer_args", None)
-    sandbox = kwargs.pop("sandbox", "auto")
+    sandbox = kwargs.pop("sandbox", DEFAULT_SANDBOX)
     execution = kwargs.pop("execution", "auto")
     backends = kwargs.pop("backends", None)
     quiet = kwargs.pop("quiet", False)

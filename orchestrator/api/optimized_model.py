@@ -20,6 +20,7 @@ import numpy as np
 from orchestrator.api import dynamic, structure
 from orchestrator.api.executors import open_executor
 from orchestrator.api.saved_meta import API_FILE, API_VERSION, read_meta
+from orchestrator.config import DEFAULT_SANDBOX
 from orchestrator.loader import SavedModelError, read_manifest
 
 
@@ -28,7 +29,7 @@ class OptimizedModel:
     """Call it as you called the original: model(x), model(x, y), model(**tokenizer_output), model.forward(...)."""
 
     def __init__(self, directory: Path, meta: dict, device: str | None = None, threads: int | None = None,
-                 execution: str = "auto", sandbox: str = "auto", keep: Any = None, trust_model: bool = False):
+                 execution: str = "auto", sandbox: str = DEFAULT_SANDBOX, keep: Any = None, trust_model: bool = False):
         self.directory = Path(directory)
         self.meta = meta
         self.manifest = read_manifest(self.directory)
@@ -141,7 +142,7 @@ def write_meta(directory: Path, meta: dict) -> None:
     (directory / API_FILE).write_text(json.dumps({"api_version": API_VERSION, **meta}, indent=1, default=str) + "\n")
 
 
-def load(path: str | Path, device: str | None = None, execution: str = "auto", sandbox: str = "auto",
+def load(path: str | Path, device: str | None = None, execution: str = "auto", sandbox: str = DEFAULT_SANDBOX,
          trust_model: bool = False) -> OptimizedModel:
     directory = Path(path)
     if not directory.is_dir():

@@ -68,7 +68,9 @@ class Sandbox(abc.ABC):
 
     @abc.abstractmethod
     def reproduce_command(self, runner: RunnerProcess) -> str:
-        """A shell command that starts the same runner by hand."""
+        """A shell command that starts the same runner by hand (the `docker run` line of its container, the local
+        process's command line): a failed candidate's report row records it, so that a crash can be debugged in
+        that runner alone."""
 
     def client(self, runner: RunnerProcess):
         """A RunnerClient connected to the runner (sandboxes with TLS or a token override this)."""

@@ -19,6 +19,12 @@ class EngineUnavailableError(SandboxError):
 
     category = "unavailable"
 
+    def __init__(self, message: str, sdk_missing: bool = False, detail: str = ""):
+        super().__init__(message)
+        # For callers that give their own advice (`speedster-run images` has no --sandbox to suggest).
+        self.sdk_missing = sdk_missing
+        self.detail = detail  # the SDK's own first line: which socket, which error
+
 
 class MissingImageError(SandboxError):
     """A backend's image is not in the engine."""
@@ -31,19 +37,23 @@ class ContainerStartError(SandboxError):
 
 
 def connect(timeout_s: float = 60.0):
-    """A docker.DockerClient of the engine that DOCKER_HOST (or the default socket) names, once it answers ping."""
+    """A docker.DockerClient of the engine that DOCKER_HOST (or the default socket) names, once it answers ping.
+
+    The one way the project reaches the engine: the sandboxes and `speedster-run images` both come here.
+    `timeout_s` bounds each API call (image builds and pushes need minutes)."""
     try:
         import docker
     except ImportError:
         raise EngineUnavailableError("the Docker SDK is not installed: pip install 'speedster-run[docker]' "
-                                     "or use --sandbox local") from None
+                                     "or use --sandbox local", sdk_missing=True) from None
     try:
         client = docker.from_env(timeout=timeout_s)
         client.ping()
-    except Exception:  # DockerException, requests' ConnectionError...: all mean "no engine here"
+    except Exception as error:  # DockerException, requests' ConnectionError...: all mean "no engine here"
+        detail = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
         where = f" (DOCKER_HOST={os.environ['DOCKER_HOST']})" if os.environ.get("DOCKER_HOST") else ""
-        raise EngineUnavailableError(f"Docker engine not reachable: start dockerd or use --sandbox local{where}") \
-            from None
+        raise EngineUnavailableError(f"Docker engine not reachable: start dockerd or use --sandbox local{where}",
+                                     detail=detail) from None
     return client
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from orchestrator.config import RunConfig
+from orchestrator.config import SANDBOXES, RunConfig
 from orchestrator.errors import UserError
 from orchestrator.sandboxes.base import Sandbox
 
-SANDBOXES = ("local", "docker", "remote", "auto")
+__all__ = ["SANDBOXES", "docker_options", "make_sandbox"]
 
 
 def docker_options() -> dict:
@@ -53,20 +53,10 @@ def make_sandbox(config: RunConfig, backends: Sequence[str] = ()) -> Sandbox:
 
         return LocalSandbox()
     if config.sandbox == "remote":
-        from orchestrator.sandboxes.remote import PROBE_TIMEOUT_S, RemoteSandbox, check_security
+        from orchestrator.sandboxes.remote import PROBE_TIMEOUT_S, RemoteSandbox, check_settings
 
-        if not config.runners:
-            raise UserError("--sandbox remote needs at least one --runner NAME=ADDR")
-        try:
-            check_security(config.runners, config.runner_security)
-        except ValueError as error:
-            raise UserError(str(error)) from None
-        given = dict(config.runners)
-        for backend in backends:  # the backends tried come from --runner: only the original's may lack one
-            if backend not in given:
-                raise UserError(f"no --runner given for backend {backend}, which runs the original model to compute "
-                                f"the reference outputs: add --runner {backend}=ADDR")
-        sandbox = RemoteSandbox(config.runners, config.runner_security)
+        check_settings(config.runner_addresses, config.runner_security, backends, config.backends or ())
+        sandbox = RemoteSandbox(config.runner_addresses, config.runner_security)
         for backend in backends:  # a wrong token is a UserError before anything starts (a runner down is a row)
             sandbox.check_token(backend, PROBE_TIMEOUT_S)
         return sandbox

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from orchestrator.config import RunnerSecurity
 from orchestrator.errors import UserError
@@ -56,11 +56,11 @@ def parse_runner(text: str) -> tuple[str, str]:
         raise ValueError(f"--runner {text!r}: {error}") from None
 
 
-def check_security(runners: Iterable[tuple[str, str]], security: RunnerSecurity) -> None:
+def _check_security(addresses: Iterable[tuple[str, str]], security: RunnerSecurity) -> None:
     """ValueError unless every non-loopback runner is reached over TLS with a token (or `insecure` allows it)."""
     if security.insecure:
         return
-    for name, address in runners:
+    for name, address in addresses:
         if is_loopback(address):
             continue
         missing = [what for what, present in (("--runner-tls-ca", security.tls_ca is not None),
@@ -69,6 +69,32 @@ def check_security(runners: Iterable[tuple[str, str]], security: RunnerSecurity)
         if missing:
             raise ValueError(f"--runner {name}={address} is not a loopback address: it needs {' and '.join(missing)} "
                              f"(or --runner-insecure on a trusted private network)")
+
+
+def check_settings(addresses: Sequence[tuple[str, str]], security: RunnerSecurity, backends: Iterable[str],
+                   named: Iterable[str] = ()) -> None:
+    """UserError, before anything starts, for remote settings that cannot work: no runner given, a backend given
+    twice, a non-loopback runner without TLS and a token, or a backend the run needs (`backends`:
+    those it will start; `named`: those the user asked for) without a runner. The one place they are checked, for
+    the CLI and for a RunConfig built by hand alike."""
+    names = [name for name, _ in addresses]
+    if not names:
+        raise UserError("--sandbox remote needs at least one --runner NAME=ADDR")
+    twice = [name for name in names if names.count(name) > 1]
+    if twice:
+        raise UserError(f"--runner given twice for {twice[0]}")
+    try:
+        _check_security(addresses, security)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    named = tuple(named)
+    for backend in backends:  # the backends tried come from --runner: only the original's may lack one
+        if backend in names:
+            continue
+        if backend in named:
+            raise UserError(f"no --runner given for backend {backend} (--sandbox remote uses only those given)")
+        raise UserError(f"no --runner given for backend {backend}, which runs the original model to compute the "
+                        f"reference outputs: add --runner {backend}=ADDR")
 
 
 class _TrackingClient(RunnerClient):
@@ -123,9 +149,9 @@ class RemoteSandbox(Sandbox):
     shares_filesystem = False
     can_kill = False
 
-    def __init__(self, runners: Iterable[tuple[str, str]], security: RunnerSecurity | None = None,
+    def __init__(self, addresses: Iterable[tuple[str, str]], security: RunnerSecurity | None = None,
                  ready_timeout_s: float = READY_TIMEOUT_S):
-        self.runners = dict(runners)
+        self.addresses = dict(addresses)  # backend -> its runner's address (--runner NAME=ADDR)
         self.security = security or RunnerSecurity()
         self.ready_timeout_s = ready_timeout_s
         self._clients: dict[int, _TrackingClient] = {}
@@ -135,7 +161,7 @@ class RemoteSandbox(Sandbox):
         return wait_until_serving(address, timeout_s, **self.security.client_options())
 
     def start(self, backend: str, threads: int, ready_timeout_s: float = READY_TIMEOUT_S) -> RunnerProcess:
-        address = self.runners.get(backend)
+        address = self.addresses.get(backend)
         if address is None:
             raise SandboxError(f"no --runner given for backend {backend}")
         if not self._serving(address, min(ready_timeout_s, self.ready_timeout_s)):
@@ -150,7 +176,7 @@ class RemoteSandbox(Sandbox):
         """UserError when the backend's runner refuses this run's token. Health answers without one, so only an
         authenticated call can tell, and a wrong token is the user's configuration to fix, not a failure of every
         candidate. Asked once per backend; a runner that does not answer is left to start() and the run to report."""
-        address = self.runners.get(backend)
+        address = self.addresses.get(backend)
         if address is None or backend in self._token_accepted:
             return
         client = RunnerClient(address, **self.security.client_options())
@@ -167,10 +193,10 @@ class RemoteSandbox(Sandbox):
         self._token_accepted.add(backend)
 
     def placement(self, backend: str) -> tuple[str, str]:
-        return self.name, self.runners.get(backend, "no --runner given")
+        return self.name, self.addresses.get(backend, "no --runner given")
 
     def environment(self) -> dict:
-        return {"remote_runners": dict(self.runners), "remote_tls": self.security.tls_ca is not None,
+        return {"remote_runners": dict(self.addresses), "remote_tls": self.security.tls_ca is not None,
                 "remote_token": bool(self.security.token)}
 
     def client(self, runner: RunnerProcess) -> RunnerClient:
@@ -196,6 +222,8 @@ class RemoteSandbox(Sandbox):
         return ""  # the runner's stderr is on its host: `docker-compose logs <backend>` there
 
     def reproduce_command(self, runner: RunnerProcess) -> str:
+        """The runner is its operator's, started on its host: what reproduces a failure from here is a run against
+        that one runner (the token itself is never written)."""
         words = ["speedster-run", "--sandbox", "remote", "--runner", f"{runner.backend}={runner.target}",
                  "--backends", runner.backend]
         if self.security.tls_ca is not None:

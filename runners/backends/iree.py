@@ -15,7 +15,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import traceback
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import numpy as np
 
 from runners.backends.base import (Artifact, Availability, Backend, LoadedModel, LoadSpec, Offer, TensorInfo,
                                    device_index, device_kind)
-from speedster_run.shared.errors import CandidateError
+from speedster_run.shared.errors import CandidateError, mentions_out_of_memory, one_line
 
 ARTIFACT_FORMAT = "iree_vmfb"
 FORMATS = ("onnx",)
@@ -54,7 +53,6 @@ CHANNELS_LAST_FLAGS = [
     "--iree-global-opt-propagate-transposes=true", "--iree-opt-aggressively-propagate-transposes=true"]
 # IREE's runtime default for --task_topology_max_group_count (worker threads of the local-task driver).
 DEFAULT_MAX_GROUPS = 64
-_OOM_MARKERS = ("out of memory", "resource_exhausted", "bad_alloc", "failed to allocate")
 INSTALL_HINT = ("pip install 'speedster-run[iree]' (iree-base-compiler[onnx], iree-base-runtime), "
                 "or use the image speedster-run/iree")
 
@@ -63,6 +61,7 @@ class IreeBackend(Backend):
     """IREE: ahead-of-time compilation of ONNX models for the host CPU or CUDA GPUs."""
 
     name = "iree"
+    artifact_formats = (ARTIFACT_FORMAT,)
 
     def probe(self) -> Availability:
         """Versions, CPU plus CUDA devices the runtime can open, and the precisions offered on each."""
@@ -85,19 +84,13 @@ class IreeBackend(Backend):
                 offers.append(Offer(precision, "default", kinds, FORMATS, PRECISION_NOTES[precision]))
         return Availability(available=True, versions=versions, devices=("cpu", *gpus), offers=tuple(offers))
 
-    def load(self, spec: LoadSpec) -> LoadedModel:
+    def load_impl(self, spec: LoadSpec) -> LoadedModel:
         """Imports and compiles the model (or opens a saved .vmfb), then loads it into the runtime."""
-        from_artifact = _check_request(spec)
-        try:
-            if from_artifact:
-                vmfb, signature, details = _open_artifact(spec)
-            else:
-                vmfb, signature, details = _compile(spec)
-            return IreeModel(vmfb, signature, spec, details)
-        except CandidateError:
-            raise
-        except Exception as error:  # noqa: BLE001 - any library failure (MemoryError too) fails only this candidate
-            raise _failure("compile", "iree could not compile or load the model", error) from error
+        if spec.format == ARTIFACT_FORMAT:
+            vmfb, signature, details = _open_artifact(spec)
+        else:
+            vmfb, signature, details = _compile(spec)
+        return IreeModel(vmfb, signature, spec, details)
 
 
 class IreeModel(LoadedModel):
@@ -113,16 +106,12 @@ class IreeModel(LoadedModel):
         self.details = {**details, "hal_device": _hal_uri(spec.device), "function": signature["function"],
                         "threads": _threads_detail(spec)}
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One synchronous call; results are copied to numpy before the device arrays are released."""
-        args = self._arguments(feeds)
-        try:
-            results = self._function(*args)
-            results = results if isinstance(results, tuple) else (results,)
-            # Copies: IREE's host arrays are views of device buffers, invalid once the module is released.
-            arrays = [np.array(result.to_host(), copy=True) for result in results]
-        except Exception as error:  # noqa: BLE001 - IREE raises ValueError, IndexError, RuntimeError...
-            raise _failure("runtime", "iree inference failed", error) from None
+        results = self._function(*self._arguments(feeds))
+        results = results if isinstance(results, tuple) else (results,)
+        # Copies: IREE's host arrays are views of device buffers, invalid once the module is released.
+        arrays = [np.array(result.to_host(), copy=True) for result in results]
         if len(arrays) != len(self.outputs):
             raise CandidateError("runtime", f"the module returned {len(arrays)} results, the model has "
                                             f"{len(self.outputs)} outputs")
@@ -159,21 +148,6 @@ class IreeModel(LoadedModel):
         self._function = None
         self._context = None
         self._device = None
-
-
-# --- requests ------------------------------------------------------------------------------------------------------
-
-def _check_request(spec: LoadSpec) -> bool:
-    """Refuses, as "unavailable", what this backend never offers; True when spec names a saved .vmfb."""
-    from_artifact = spec.options.get("artifact") == "true"
-    formats = (ARTIFACT_FORMAT,) if from_artifact else FORMATS
-    if spec.format not in formats:
-        raise CandidateError("unavailable", f"iree compiles ONNX models (or loads its own .vmfb), not {spec.format!r}")
-    if spec.precision not in PRECISION_FLAGS or spec.variant != "default":
-        raise CandidateError("unavailable", f"iree has no {spec.precision}/{spec.variant} mode")
-    if device_kind(spec.device) not in ("cpu", "cuda"):
-        raise CandidateError("unavailable", f"iree does not run on {spec.device!r} here (cpu, cuda:N)")
-    return from_artifact
 
 
 # --- compiling -----------------------------------------------------------------------------------------------------
@@ -215,7 +189,7 @@ def _prepare_onnx(source: Path, workdir: Path) -> tuple[Path, dict[str, Any], di
         large = full.ByteSize() > 2**31 - 2**26  # keep clear of protobuf's 2 GiB limit
         onnx.save_model(upgraded, str(target), save_as_external_data=large, location="model.upgraded.onnx.data")
     except Exception as error:  # noqa: BLE001 - importing the original may still work; say what happened
-        details["opset"] = f"{opset} (upgrade to {MIN_OPSET} failed: {_one_line(error)[:160]})"
+        details["opset"] = f"{opset} (upgrade to {MIN_OPSET} failed: {one_line(error)[:160]})"
         return source, signature, details
     details["opset"] = f"{opset} -> {MIN_OPSET}"
     return target, signature, details
@@ -264,7 +238,7 @@ def _import_onnx(onnx_path: Path, mlir: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         output = result.stderr or result.stdout
-        raise CandidateError(_category(output, "compile"), f"iree-import-onnx failed: {_python_error(output)}",
+        raise CandidateError(_category(output), f"iree-import-onnx failed: {_python_error(output)}",
                              detail=output[-20000:])
 
 
@@ -275,7 +249,7 @@ def _run_compiler(mlir: Path, vmfb: Path, flags: list[str]) -> None:
     try:
         compile_file(str(mlir), output_file=str(vmfb), extra_args=flags)
     except CompilerToolError as error:
-        raise CandidateError(_category(str(error), "compile"), f"iree-compile failed: {_diagnostic(str(error))}",
+        raise CandidateError(_category(str(error)), f"iree-compile failed: {_diagnostic(str(error))}",
                              detail=str(error)[-20000:]) from None
 
 
@@ -344,7 +318,7 @@ def _open_module(vmfb: Path, function: str, spec: LoadSpec) -> tuple[Any, Any, A
             driver = rt.get_driver("cuda")
             available = driver.query_available_devices()
         except Exception as error:  # noqa: BLE001 - no libcuda, no GPU
-            raise CandidateError("unavailable", f"iree's CUDA driver did not start: {_one_line(error)}") from None
+            raise CandidateError("unavailable", f"iree's CUDA driver did not start: {one_line(error)}") from None
         if device_index(spec.device) >= len(available):
             raise CandidateError("unavailable", f"iree's CUDA driver sees {len(available)} GPUs; no {spec.device}")
         device = driver.create_device(available[device_index(spec.device)])
@@ -405,12 +379,6 @@ def _cuda_arch(index: int) -> str:
 
 # --- errors --------------------------------------------------------------------------------------------------------
 
-def _one_line(error: BaseException | str) -> str:
-    text = str(error)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return (lines[0] if lines else type(error).__name__)[:400]
-
-
 def _python_error(output: str) -> str:
     """The exception a Python tool died of, on one line: from the traceback's last `SomeError:` line to the end."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
@@ -432,19 +400,9 @@ def _diagnostic(output: str) -> str:
     return chosen[:400]
 
 
-def _category(text: str, default: str) -> str:
-    lowered = text.lower()
-    return "oom" if any(marker in lowered for marker in _OOM_MARKERS) else default
-
-
-def _failure(category: str, what: str, error: BaseException) -> CandidateError:
-    """A CandidateError for `error`, reclassified as oom when memory ran out."""
-    if isinstance(error, MemoryError):
-        category = "oom"
-    else:
-        category = _category(str(error), category)
-    detail = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    return CandidateError(category, f"{what}: {_one_line(error)}", detail=detail)
+def _category(output: str) -> str:
+    """A compiler tool's failure: "compile", or "oom" when its output says memory ran out."""
+    return "oom" if mentions_out_of_memory(output) else "compile"
 
 
 __all__ = ["IreeBackend", "IreeModel"]

@@ -11,15 +11,14 @@ from __future__ import annotations
 import glob
 import importlib.util
 import re
-import traceback
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from runners.backends.base import (Artifact, Availability, Backend, LoadedModel, LoadSpec, Offer, TensorInfo,
-                                   device_kind)
-from speedster_run.shared.errors import CandidateError
+                                   reloads_artifact)
+from speedster_run.shared.errors import CandidateError, first_line
 
 IMAGE = "speedster-run/neuron"
 NOT_INSTALLED = (f"torch-neuronx is not installed (AWS Inferentia2/Trainium only: use the image {IMAGE} on an inf2 "
@@ -28,7 +27,8 @@ NO_DEVICE = "no AWS Neuron device (/dev/neuron* is absent: pass one in, docker r
 FORMATS = ("torch_export", "torchscript")
 SAVED_NAME = "model.neuron.pt"
 AUTO_CAST = {"fp32": "none", "bf16": "bf16", "fp16": "fp16"}
-_OOM_MARKERS = ("out of memory", "failed to allocate", "nrt_resource", "bad_alloc")
+OFFERS = tuple(Offer(p, "default", ("neuron",), FORMATS, f"torch_neuronx.trace, neuronx-cc auto-cast {AUTO_CAST[p]}")
+               for p in AUTO_CAST)
 
 
 def neuron_devices(nodes: list[str]) -> tuple[str, ...]:
@@ -50,24 +50,6 @@ def compiler_args(precision: str, options: dict[str, str]) -> list[str]:
     return args + options.get("compiler_args", "").split()
 
 
-def check_request(spec: LoadSpec) -> None:
-    if device_kind(spec.device) != "neuron":
-        raise CandidateError("unavailable", f"neuron runs on neuron:N devices, not {spec.device!r}")
-    if spec.format not in FORMATS:
-        raise CandidateError("unavailable", f"neuron compiles {' or '.join(FORMATS)} models, not {spec.format!r}")
-    if spec.precision not in AUTO_CAST or spec.variant != "default":
-        raise CandidateError("unavailable", f"neuron has no {spec.precision}/{spec.variant} mode")
-
-
-def failure(category: str, error: BaseException, what: str = "") -> CandidateError:
-    text = str(error).strip()
-    if isinstance(error, MemoryError) or any(m in text.lower() for m in _OOM_MARKERS):
-        category = "oom"
-    first = text.splitlines()[0][:300] if text else ""
-    detail = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    return CandidateError(category, f"{what}{type(error).__name__}: {first}", detail=detail)
-
-
 class NeuronBackend(Backend):
     name = "neuron"
 
@@ -82,23 +64,12 @@ class NeuronBackend(Backend):
             import torch
             import torch_neuronx
         except Exception as error:  # noqa: BLE001 - a broken install: say so instead of failing the runner
-            return Availability(False, f"torch-neuronx does not import: {str(error).splitlines()[0][:200]}")
+            return Availability(False, f"torch-neuronx does not import: {first_line(error)[:200]}")
         versions = {"torch_neuronx": getattr(torch_neuronx, "__version__", "unknown"), "torch": torch.__version__}
-        offers = tuple(Offer(p, "default", ("neuron",), FORMATS, f"torch_neuronx.trace, neuronx-cc auto-cast "
-                                                                 f"{AUTO_CAST[p]}") for p in AUTO_CAST)
-        return Availability(True, versions=versions, devices=devices, offers=offers)
+        return Availability(True, versions=versions, devices=devices, offers=OFFERS)
 
-    def load(self, spec: LoadSpec) -> LoadedModel:
-        check_request(spec)
-        if importlib.util.find_spec("torch_neuronx") is None:
-            raise CandidateError("unavailable", NOT_INSTALLED)
-        args = compiler_args(spec.precision, spec.options)
-        try:
-            return _build(spec, args)
-        except CandidateError:
-            raise
-        except Exception as error:  # noqa: BLE001 - neuronx-cc failures fail this candidate only
-            raise failure("compile", error, "neuron compile failed: ") from error
+    def load_impl(self, spec: LoadSpec) -> LoadedModel:
+        return _build(spec, compiler_args(spec.precision, spec.options))
 
 
 def _source(spec: LoadSpec) -> tuple[Any, list[TensorInfo], list[TensorInfo] | None]:
@@ -123,7 +94,7 @@ def _build(spec: LoadSpec, args: list[str]) -> NeuronModel:
     from speedster_run.shared.torch_io import example_arrays, load_torchscript, outputs_from_run, to_torch
 
     details = {"compiler_args": " ".join(args), "torch_neuronx": getattr(torch_neuronx, "__version__", "unknown")}
-    if spec.options.get("artifact") == "true":  # a module this backend traced: torch_neuronx's import loads its ops
+    if reloads_artifact(spec):  # a module this backend traced: torch_neuronx's import loads its ops
         traced, inputs, outputs = load_torchscript(spec.model_path, "cpu")
         details["source"] = "artifact"
     else:
@@ -151,20 +122,18 @@ class NeuronModel(LoadedModel):
         self._traced, self._spec = traced, spec
         self.inputs, self.outputs, self.details = inputs, outputs, details
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """A traced Neuron module returns when its results are on the host."""
         import torch
 
         from speedster_run.shared.torch_io import flatten_outputs, to_numpy, to_torch
 
-        try:
-            with torch.no_grad():
-                result = self._traced(*[to_torch(feeds[i.name], "cpu") for i in self.inputs])
-            return {name: to_numpy(value) for name, value in flatten_outputs(result)}
-        except KeyError as error:
-            raise CandidateError("runtime", f"missing input {error}") from error
-        except Exception as error:  # noqa: BLE001
-            raise failure("runtime", error) from error
+        missing = [i.name for i in self.inputs if i.name not in feeds]
+        if missing:
+            raise CandidateError("runtime", f"missing inputs: {', '.join(missing)}")
+        with torch.no_grad():
+            result = self._traced(*[to_torch(feeds[i.name], "cpu") for i in self.inputs])
+        return {name: to_numpy(value) for name, value in flatten_outputs(result)}
 
     def save(self, directory: Path) -> Artifact:
         """The traced module (the NEFF inside) with the I/O specs; loading needs torch_neuronx and a Neuron device."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import traceback
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -13,18 +12,15 @@ from typing import Any
 import numpy as np
 
 from runners.backends.base import (Artifact, Availability, Backend, LoadedModel, LoadSpec, Offer, TensorInfo,
-                                   device_index, device_kind)
-from speedster_run.shared.errors import CandidateError
+                                   device_index, device_kind, reloads_artifact)
+from speedster_run.shared.errors import CandidateError, one_line
 
 # Protobuf cannot serialise more than 2 GiB, so bigger models must keep their weights in external data files.
 _PROTOBUF_LIMIT_BYTES = 2**31
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
                "all": "ORT_ENABLE_ALL"}
-_MODES = {("fp32", "default"), ("fp16", "default"), ("int8", "dynamic"), ("int8", "static"),
-          ("fp32", "tensorrt"), ("fp16", "tensorrt")}
 # ORT type strings whose numpy name differs from the part inside "tensor(...)".
 _ORT_DTYPES = {"float": "float32", "double": "float64"}
-_OOM_MARKERS = ("out of memory", "failed to allocate memory", "bad_alloc")
 
 
 class OnnxRuntimeBackend(Backend):
@@ -57,16 +53,11 @@ class OnnxRuntimeBackend(Backend):
         versions = {"onnxruntime": ort.__version__, "onnx": onnx.__version__}
         return Availability(available=True, versions=versions, devices=("cpu", *gpus), offers=tuple(offers))
 
-    def load(self, spec: LoadSpec) -> LoadedModel:
+    def load_impl(self, spec: LoadSpec) -> LoadedModel:
         """Converts or quantises the model as asked (unless it is a saved artifact), then opens a session."""
-        _check_request(spec)
-        try:
-            model_path, details = _prepare(spec)
-            session, session_details = _make_session(model_path, spec)
-        except CandidateError:
-            raise
-        except Exception as error:  # noqa: BLE001 - any library failure (MemoryError too) fails only this candidate
-            raise _candidate_error("compile", error) from error
+        _check_level(spec.options.get("graph_optimization_level", "all"))
+        model_path, details = _prepare(spec)
+        session, session_details = _make_session(model_path, spec)
         return OrtModel(session, model_path, spec, {**details, **session_details})
 
 
@@ -82,13 +73,9 @@ class OrtModel(LoadedModel):
         self.outputs = [_tensor_info(arg) for arg in session.get_outputs()]
         self._output_names = [info.name for info in self.outputs]
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One synchronous session.run."""
-        try:
-            results = self._session.run(self._output_names, feeds)
-        except Exception as error:  # ORT's pybind exceptions share no public base class
-            raise _candidate_error("runtime", error) from error
-        return dict(zip(self._output_names, results))
+        return dict(zip(self._output_names, self._session.run(self._output_names, feeds)))
 
     def save(self, directory: Path) -> Artifact:
         """Copies the model file that runs and its external data, keeping the relative locations ORT resolves."""
@@ -121,17 +108,8 @@ def _cuda_devices() -> list[str]:
     return [f"cuda:{index}" for index in range(count)]
 
 
-def _check_request(spec: LoadSpec) -> None:
-    """Refuses, as "unavailable", requests this backend cannot serve at all."""
-    if spec.format != "onnx":
-        raise CandidateError("unavailable", f"onnxruntime runs ONNX models, not {spec.format!r}")
-    if (spec.precision, spec.variant) not in _MODES:
-        raise CandidateError("unavailable", f"onnxruntime has no {spec.precision}/{spec.variant} mode")
-    if device_kind(spec.device) not in ("cpu", "cuda"):
-        raise CandidateError("unavailable", f"onnxruntime cannot run on {spec.device!r}")
-    if spec.variant == "tensorrt" and device_kind(spec.device) != "cuda":
-        raise CandidateError("unavailable", "the TensorRT execution provider runs on CUDA devices only")
-    level = spec.options.get("graph_optimization_level", "all")
+def _check_level(level: str) -> None:
+    """A graph_optimization_level option ORT does not have fails the candidate before any work."""
     if level not in _OPT_LEVELS:
         raise CandidateError("compile", f"graph_optimization_level {level!r} is not one of {', '.join(_OPT_LEVELS)}")
 
@@ -139,7 +117,7 @@ def _check_request(spec: LoadSpec) -> None:
 def _prepare(spec: LoadSpec) -> tuple[Path, dict[str, str]]:
     """The model file to open: the input itself, or an fp16/int8 version of it written into spec.workdir."""
     source = Path(spec.model_path)
-    if spec.options.get("artifact") == "true":
+    if reloads_artifact(spec):
         return source, {"source": "artifact", "quantization": f"as saved ({spec.precision} {spec.variant})"}
     if spec.precision == "fp32":
         return source, {"source": "model", "quantization": "none"}
@@ -193,7 +171,7 @@ def _preprocess(source: Path, workdir: Path, external: bool) -> tuple[Path, str]
         quant_pre_process(source, preprocessed, save_as_external_data=external, all_tensors_to_one_file=True,
                           external_data_location=f"{preprocessed.name}.data")
     except Exception as error:  # noqa: BLE001 - pre-processing only helps; quantise the original instead
-        return _copy_into(source, workdir), f"skipped: {_one_line(error)}"
+        return _copy_into(source, workdir), f"skipped: {one_line(error)}"
     return preprocessed, "done"
 
 
@@ -337,18 +315,3 @@ def _op_summary(model_path: Path) -> str:
     ops = [node.op_type for node in onnx.load(str(model_path), load_external_data=False).graph.node]
     counts = Counter(op for op in ops if "quant" in op.lower() or "Integer" in op or op.startswith("QLinear"))
     return ",".join(f"{op}:{n}" for op, n in sorted(counts.items())) or "none"
-
-
-def _one_line(error: BaseException) -> str:
-    """The error's type and first message line, short enough for a report cell."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
-
-
-def _candidate_error(category: str, error: BaseException) -> CandidateError:
-    """Wraps a library error, turning memory exhaustion (host or device) into "oom"."""
-    text = str(error).lower()
-    if isinstance(error, MemoryError) or any(marker in text for marker in _OOM_MARKERS):
-        category = "oom"
-    detail = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    return CandidateError(category, _one_line(error), detail=detail)

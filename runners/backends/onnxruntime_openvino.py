@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from runners.backends import onnxruntime as ort_backend
-from runners.backends.base import (Availability, Backend, LoadedModel, LoadSpec, Offer, device_index, device_kind)
+from runners.backends.base import (Availability, Backend, LoadedModel, LoadSpec, Offer, device_index, device_kind,
+                                   reloads_artifact)
 from speedster_run.shared.errors import CandidateError
 
 PROVIDER = "OpenVINOExecutionProvider"
@@ -21,6 +22,7 @@ NOT_INSTALLED = (f"onnxruntime-openvino is not installed: pip install onnxruntim
                  f"or use the image {IMAGE}")
 NO_PROVIDER = (f"this onnxruntime build has no {PROVIDER}: install onnxruntime-openvino in place of onnxruntime, or "
                f"use the image {IMAGE}")
+# (precision, variant) -> the device kinds the EP runs it on.
 _MODES = {("fp32", "default"): ("cpu", "gpu"), ("fp16", "default"): ("gpu",), ("int8", "static"): ("cpu",)}
 # OpenVINO compiles the graph itself; ORT's own fusions would turn QDQ pairs into QLinear ops the EP does not take.
 _DEFAULT_LEVEL = "disable"
@@ -46,15 +48,11 @@ def runner_devices(ov_devices: list[str]) -> tuple[str, ...]:
     return ("cpu", *(f"gpu:{i}" for i in gpus))
 
 
-def check_request(spec: LoadSpec) -> None:
-    kinds = _MODES.get((spec.precision, spec.variant))
-    if kinds is None:
-        raise CandidateError("unavailable", f"onnxruntime-openvino has no {spec.precision}/{spec.variant} mode")
-    if device_kind(spec.device) not in kinds:
-        raise CandidateError("unavailable", f"onnxruntime-openvino runs {spec.precision}/{spec.variant} on "
-                                            f"{' or '.join(kinds)}, not {spec.device!r}")
-    if spec.format != "onnx":
-        raise CandidateError("unavailable", f"onnxruntime-openvino runs ONNX models, not {spec.format!r}")
+def offers_for(devices: tuple[str, ...]) -> tuple[Offer, ...]:
+    """The modes the EP runs on these runner devices ("cpu", "gpu:N")."""
+    kinds = {device_kind(d) for d in devices}
+    return tuple(Offer(p, v, tuple(k for k in ks if k in kinds), ("onnx",), f"OpenVINO EP, {p} {v}")
+                 for (p, v), ks in _MODES.items() if any(k in kinds for k in ks))
 
 
 def _ov_devices(ort: Any) -> list[str]:
@@ -80,27 +78,18 @@ class OnnxRuntimeOpenVinoBackend(Backend):
         if PROVIDER not in ort.get_available_providers():
             return Availability(False, NO_PROVIDER, versions={"onnxruntime": ort.__version__})
         devices = runner_devices(_ov_devices(ort))
-        kinds = {d.partition(":")[0] for d in devices}
-        offers = [Offer(p, v, tuple(k for k in ks if k in kinds), ("onnx",), f"OpenVINO EP, {p} {v}")
-                  for (p, v), ks in _MODES.items() if any(k in kinds for k in ks)]
         versions = {"onnxruntime": ort.__version__, "onnx": onnx.__version__}
-        return Availability(True, versions=versions, devices=devices, offers=tuple(offers))
+        return Availability(True, versions=versions, devices=devices, offers=offers_for(devices))
 
-    def load(self, spec: LoadSpec) -> LoadedModel:
-        check_request(spec)
-        try:
-            model_path, details = _prepare(spec)
-            session, session_details = _make_session(model_path, spec)
-        except CandidateError:
-            raise
-        except Exception as error:  # noqa: BLE001 - any library failure fails only this candidate
-            raise ort_backend._candidate_error("compile", error) from error
+    def load_impl(self, spec: LoadSpec) -> LoadedModel:
+        model_path, details = _prepare(spec)
+        session, session_details = _make_session(model_path, spec)
         return ort_backend.OrtModel(session, model_path, spec, {**details, **session_details})
 
 
 def _prepare(spec: LoadSpec) -> tuple[Path, dict[str, str]]:
     """The onnxruntime backend's preparation (QDQ int8 for "static"); fp16 needs none: the EP computes in FP16."""
-    if spec.precision == "fp16" and spec.options.get("artifact") != "true":
+    if spec.precision == "fp16" and not reloads_artifact(spec):
         return Path(spec.model_path), {"source": "model", "quantization": "none (OpenVINO computes in FP16)"}
     return ort_backend._prepare(spec)
 
@@ -111,9 +100,7 @@ def _make_session(model_path: Path, spec: LoadSpec) -> tuple[Any, dict[str, str]
 
     options = ort.SessionOptions()
     level = spec.options.get("graph_optimization_level", _DEFAULT_LEVEL)
-    if level not in ort_backend._OPT_LEVELS:
-        raise CandidateError("compile", f"graph_optimization_level {level!r} is not one of "
-                                        f"{', '.join(ort_backend._OPT_LEVELS)}")
+    ort_backend._check_level(level)
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ort_backend._OPT_LEVELS[level])
     options.inter_op_num_threads = 1
     if PROVIDER not in ort.get_available_providers():

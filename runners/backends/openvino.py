@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import traceback
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator
@@ -21,11 +20,11 @@ from runners.backends.base import (
     TensorInfo,
     device_index,
     device_kind,
+    reloads_artifact,
 )
-from speedster_run.shared.errors import CandidateError
+from speedster_run.shared.errors import CandidateError, one_line
 
 FORMATS = ("onnx", "openvino_ir")
-VARIANTS = {"fp32": "default", "bf16": "default", "fp16": "default", "int8": "nncf"}
 # Set explicitly for every precision: left alone, the CPU plugin picks bf16 on AMX/AVX512-BF16 CPUs, so "fp32" would
 # be a lie. int8 keeps f32 for the layers NNCF leaves unquantised.
 PRECISION_HINTS = {"fp32": "f32", "int8": "f32", "bf16": "bf16", "fp16": "f16"}
@@ -73,20 +72,11 @@ def import_nncf() -> ModuleType:
     return nncf
 
 
-def _one_line(error: BaseException) -> str:
-    """The informative part of an exception message; OpenVINO's start with lines of source locations."""
+def summarize_error(error: BaseException) -> str:
+    """The informative part of an OpenVINO message, which starts with lines of source locations."""
     noise = ("Exception from ", "Check '", "FrontEnd API failed")
     lines = [line.strip() for line in str(error).splitlines()]
-    kept = " ".join(line for line in lines if line and not line.startswith(noise))
-    return (kept or type(error).__name__)[:400]
-
-
-def _failure(category: str, what: str, error: BaseException) -> CandidateError:
-    """A CandidateError for `error`, reclassified as oom when memory ran out."""
-    if isinstance(error, MemoryError) or "bad_alloc" in str(error):
-        category = "oom"
-    detail = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    return CandidateError(category, f"{what}: {_one_line(error)}", detail=detail)
+    return " ".join(line for line in lines if line and not line.startswith(noise))
 
 
 def _gpu_devices(available: list[str]) -> list[str]:
@@ -147,6 +137,8 @@ def _int8_kernels(compiled: Any) -> str:
 class OpenVinoModel(LoadedModel):
     """A compiled OpenVINO model with one reused infer request."""
 
+    error_summary = staticmethod(summarize_error)
+
     def __init__(self, model: Any, compiled: Any, spec: LoadSpec, details: dict[str, str]):
         self._model = model  # the (quantised) ov.Model, kept for save()
         self._compiled = compiled
@@ -171,18 +163,15 @@ class OpenVinoModel(LoadedModel):
                 message = f"input {name!r} has shape {list(shape)}, the model takes {list(expected)}"
                 raise CandidateError("runtime", message)
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._check_feeds(feeds)
-        try:
-            # start_async + wait rather than infer(): with INFERENCE_NUM_THREADS=1 the CPU plugin's (2026.4) synchronous
-            # path swallows inference errors, returns the previous call's outputs, and may crash the process later.
-            # The asynchronous path reports them, for a few microseconds more.
-            self._request.start_async({self._input_index[name]: array for name, array in feeds.items()})
-            self._request.wait()
-            # Copies: the request reuses its output buffers on the next call.
-            return {info.name: self._request.get_output_tensor(i).data.copy() for i, info in enumerate(self.outputs)}
-        except Exception as error:
-            raise _failure("runtime", "inference failed", error) from None
+        # start_async + wait rather than infer(): with INFERENCE_NUM_THREADS=1 the CPU plugin's (2026.4) synchronous
+        # path swallows inference errors, returns the previous call's outputs, and may crash the process later.
+        # The asynchronous path reports them, for a few microseconds more.
+        self._request.start_async({self._input_index[name]: array for name, array in feeds.items()})
+        self._request.wait()
+        # Copies: the request reuses its output buffers on the next call.
+        return {info.name: self._request.get_output_tensor(i).data.copy() for i, info in enumerate(self.outputs)}
 
     def save(self, directory: Path) -> Artifact:
         ov = import_openvino()
@@ -205,6 +194,7 @@ class OpenVinoBackend(Backend):
     """OpenVINO Runtime, with NNCF for int8."""
 
     name = "openvino"
+    error_summary = staticmethod(summarize_error)
 
     def __init__(self) -> None:
         self._core: Any = None
@@ -225,7 +215,8 @@ class OpenVinoBackend(Backend):
             gpus = _gpu_devices(core.available_devices)
             capabilities = set(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
         except Exception as error:
-            return Availability(available=False, reason=f"openvino cannot list devices: {_one_line(error)}")
+            return Availability(available=False, reason=f"openvino cannot list devices: "
+                                                        f"{one_line(error, summarize_error)}")
         versions = {"openvino": ov.get_version().split("-")[0]}
         try:
             versions["nncf"] = import_nncf().__version__
@@ -243,32 +234,16 @@ class OpenVinoBackend(Backend):
             offers.append(Offer("fp16", "default", fp16_kinds, FORMATS, "f16 inference precision"))
         return Availability(available=True, versions=versions, devices=("cpu", *gpus), offers=tuple(offers))
 
-    def load(self, spec: LoadSpec) -> LoadedModel:
-        _check_supported(spec)
-        from_artifact = spec.options.get("artifact") == "true"
-        try:
-            core = self._get_core()
-            model = core.read_model(str(spec.model_path))
-            # An artifact was quantised before it was saved; quantising again would calibrate a quantised model.
-            if spec.precision == "int8" and not from_artifact:
-                model = _quantize(model, spec.calibration)
-            compiled = core.compile_model(model, _ov_device(spec.device), _config(spec))
-            details = _details(spec, model, compiled, from_artifact)
-            return OpenVinoModel(model, compiled, spec, details)
-        except CandidateError:
-            raise
-        except Exception as error:
-            raise _failure("compile", f"openvino could not compile {spec.model_path.name}", error) from None
-
-
-def _check_supported(spec: LoadSpec) -> None:
-    """Rejects as "unavailable" what this backend never offers."""
-    if spec.format not in FORMATS:
-        raise CandidateError("unavailable", f"openvino does not read {spec.format!r} models")
-    if VARIANTS.get(spec.precision) != spec.variant:
-        raise CandidateError("unavailable", f"openvino has no {spec.precision}/{spec.variant} variant")
-    if device_kind(spec.device) not in ("cpu", "gpu"):
-        raise CandidateError("unavailable", f"openvino does not run on {spec.device}")
+    def load_impl(self, spec: LoadSpec) -> LoadedModel:
+        from_artifact = reloads_artifact(spec)
+        core = self._get_core()
+        model = core.read_model(str(spec.model_path))
+        # An artifact was quantised before it was saved; quantising again would calibrate a quantised model.
+        if spec.precision == "int8" and not from_artifact:
+            model = _quantize(model, spec.calibration)
+        compiled = core.compile_model(model, _ov_device(spec.device), _config(spec))
+        details = _details(spec, model, compiled, from_artifact)
+        return OpenVinoModel(model, compiled, spec, details)
 
 
 def _details(spec: LoadSpec, model: Any, compiled: Any, from_artifact: bool) -> dict[str, str]:

@@ -6,10 +6,8 @@ import contextlib
 import dataclasses
 import io
 import operator
-import re
 import shutil
 import time
-import traceback
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -17,8 +15,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from runners.backends.base import (
-    Artifact, Availability, Backend, CandidateError, LoadedModel, LoadSpec, Offer, TensorInfo, device_kind,
+    ARTIFACT_OPTION, Artifact, Availability, Backend, CandidateError, LoadedModel, LoadSpec, Offer, TensorInfo,
+    device_kind, reloads_artifact,
 )
+from speedster_run.shared.errors import as_candidate_error
 from speedster_run.shared.torch_io import (
     INPUTS_FILE, OUTPUTS_FILE, TRUST_OPTION, example_arrays, export_specs, flatten_outputs, load_export,
     load_torchscript, outputs_from_run, plain_module, specs_to_json, tensor_info, to_numpy, to_torch, torchscript_input_names,
@@ -51,31 +51,12 @@ class TorchBackend(Backend):
         devices = ("cpu",) + tuple(f"cuda:{i}" for i in range(gpus))
         return Availability(True, versions={"torch": torch.__version__}, devices=devices, offers=tuple(offers))
 
-    def load(self, spec: LoadSpec) -> LoadedModel:
-        if not any((o.precision, o.variant) == (spec.precision, spec.variant) and spec.format in o.formats
-                   and device_kind(spec.device) in o.devices for o in self.probe().offers):
-            raise CandidateError("unavailable", f"torch offers no {spec.precision}/{spec.variant} for {spec.format} "
-                                                f"on {spec.device}")
-        try:
-            import torch
+    def load_impl(self, spec: LoadSpec) -> LoadedModel:
+        import torch
 
-            _set_threads(torch, spec.threads)
-            with quiet_jit():
-                return _build(torch, spec)
-        except CandidateError:
-            raise
-        except Exception as exc:
-            raise failure(exc, "compile") from exc
-
-
-def failure(exc: BaseException, category: str, prefix: str = "") -> CandidateError:
-    """A CandidateError for an exception; running out of memory is "oom" whatever the stage."""
-    text = str(exc).strip()
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or re.search(
-            r"out of memory|can't allocate memory", text, re.IGNORECASE):
-        category = "oom"
-    message = f"{prefix}{type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}"
-    return CandidateError(category, message, "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        _set_threads(torch, spec.threads)
+        with quiet_jit():
+            return _build(torch, spec)
 
 
 @contextlib.contextmanager
@@ -142,7 +123,7 @@ def _inductor(torch: Any, module: Any, example: list[Any], device: str) -> tuple
         if device_kind(device) == "cpu":
             cxx = torch._inductor.config.cpp.cxx[-1] or "g++"
             hint = f"Inductor on CPU needs a C++ compiler ({cxx}: {shutil.which(cxx) or 'not found'}); "
-        raise failure(exc, "compile", f"inductor compile failed: {hint}") from exc
+        raise as_candidate_error(exc, "compile", f"inductor compile failed: {hint}") from exc
     return compiled, time.perf_counter() - start
 
 
@@ -174,7 +155,7 @@ def _build(torch: Any, spec: LoadSpec) -> _TorchModel:
         model.fn, warmup_s = _inductor(torch, module, example, spec.device)
         details["inductor_warmup_s"] = f"{warmup_s:.3f}"
     elif spec.variant == "dynamic":
-        _quantize(model, ep, example, spec.options.get("artifact") == "true")
+        _quantize(model, ep, example, reloads_artifact(spec))
     elif spec.precision in _HALF:
         model.cast = getattr(torch, _HALF[spec.precision])
         model.fn = module.to(model.cast)
@@ -229,22 +210,19 @@ class _TorchModel(LoadedModel):
         self.script: Callable[[], Any] | None = None  # TorchScript to save in place of the source artifact
         self.source: Any = None  # the program as loaded (ExportedProgram or ScriptModule), for export()
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
         missing = [i.name for i in self.inputs if i.name not in feeds]
         if missing:
             raise CandidateError("runtime", f"missing inputs: {', '.join(missing)}")
-        try:
-            with torch.inference_mode():
-                named = flatten_outputs(self.fn(*[to_torch(feeds[i.name], self.spec.device, self.cast)
-                                                  for i in self.inputs]))
-                outputs = {name: to_numpy(value, self.restore) for name, value in named}  # .cpu() waits for the GPU
-            if device_kind(self.spec.device) == "cuda":
-                torch.cuda.synchronize(self.spec.device)
-            return outputs
-        except Exception as exc:
-            raise failure(exc, "runtime") from exc
+        with torch.inference_mode():
+            named = flatten_outputs(self.fn(*[to_torch(feeds[i.name], self.spec.device, self.cast)
+                                              for i in self.inputs]))
+            outputs = {name: to_numpy(value, self.restore) for name, value in named}  # .cpu() waits for the GPU
+        if device_kind(self.spec.device) == "cuda":
+            torch.cuda.synchronize(self.spec.device)
+        return outputs
 
     def save(self, directory: Path) -> Artifact:
         import torch
@@ -259,12 +237,12 @@ class _TorchModel(LoadedModel):
                                 (SAVED_NAME,))
             except Exception as exc:
                 if spec.variant != "dynamic" or spec.format != "torch_export":
-                    raise failure(exc, "compile", "saving TorchScript failed: ") from exc
+                    raise as_candidate_error(exc, "compile", "saving TorchScript failed: ") from exc
                 (directory / SAVED_NAME).unlink(missing_ok=True)  # fall back: the loader re-quantizes the source
         # Eager and Inductor keep the source artifact: the manifest's variant makes the loader compile it again.
         # Trust is not saved: whoever loads the saved model decides again.
         shutil.copyfile(spec.model_path, directory / spec.model_path.name)
-        options = {k: v for k, v in spec.options.items() if k not in ("artifact", TRUST_OPTION)}
+        options = {k: v for k, v in spec.options.items() if k not in (ARTIFACT_OPTION, TRUST_OPTION)}
         return Artifact(spec.format, spec.model_path.name, spec.precision, spec.variant, options,
                         (spec.model_path.name,))
 

@@ -23,7 +23,6 @@ import os
 import shutil
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +30,11 @@ import numpy as np
 
 from runners.backends.base import (Artifact, Availability, Backend, LoadedModel, LoadSpec, Offer, TensorInfo,
                                    device_index, device_kind)
-from speedster_run.shared.errors import CandidateError
+from speedster_run.shared.errors import CandidateError, one_line
 from speedster_run.shared.files import sha256_file
 
 FORMATS = ("onnx", "torch_export")
 ARTIFACT_FORMAT = "tvm_module"
-VARIANTS = ("default", "tuned")
 CACHE_ENV = "SPEEDSTER_RUN_TVM_CACHE"
 DEFAULT_CACHE = Path("~/.cache/speedster-run/tvm")
 DEFAULT_TRIALS = 64
@@ -136,18 +134,11 @@ def _device(spec_device: str) -> Any:
     return tvm.cuda(device_index(spec_device)) if device_kind(spec_device) == "cuda" else tvm.cpu(0)
 
 
-def _one_line(error: BaseException) -> str:
-    """The last informative line of a TVM error (they start with C++ stack frames), at most 400 characters."""
+def summarize_error(error: BaseException) -> str:
+    """The last informative line of a TVM error: they start with C++ stack frames and end with the message."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     useful = [line for line in lines if not line.startswith(("File ", "at ", "Traceback"))]
-    return ((useful or lines or [type(error).__name__])[-1])[:400]
-
-
-def _failure(category: str, what: str, error: BaseException) -> CandidateError:
-    if isinstance(error, MemoryError) or "bad_alloc" in str(error) or "out of memory" in str(error).lower():
-        category = "oom"
-    detail = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    return CandidateError(category, f"{what}: {type(error).__name__}: {_one_line(error)}", detail=detail)
+    return (useful or lines or [""])[-1]
 
 
 def _set_thread_env(threads: int) -> None:
@@ -402,6 +393,8 @@ def _compile_tuned(mod: Any, target: Any, spec: LoadSpec, threads: int,
 class TvmModel(LoadedModel):
     """A Relax VirtualMachine over a compiled executable, with the weights passed after the inputs on every call."""
 
+    error_summary = staticmethod(summarize_error)
+
     def __init__(self, vm: Any, params: list[Any], executable: Any, spec: LoadSpec, inputs: list[TensorInfo],
                  outputs: list[TensorInfo], details: dict[str, str]):
         self._vm = vm
@@ -424,21 +417,17 @@ class TvmModel(LoadedModel):
             tvm.get_global_func("runtime.config_threadpool")(1, self._threads)
         self._configured.done = True
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import tvm
 
         names = [info.name for info in self.inputs]
         if set(feeds) != set(names):
             raise CandidateError("runtime", f"inputs {sorted(feeds)} do not match the model's {sorted(names)}")
         self._configure_thread_pool()
-        try:
-            args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[name]), self._device) for name in names]
-            result = self._main(*args, *self._params)
-            leaves = _flatten(result)
-            # .numpy() copies to the host and waits for the device, so the results are ready on return.
-            arrays = [leaf.numpy() for leaf in leaves]
-        except Exception as error:  # noqa: BLE001 - TVM raises plain Python exceptions of many kinds
-            raise _failure("runtime", "tvm inference failed", error) from None
+        args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[name]), self._device) for name in names]
+        result = self._main(*args, *self._params)
+        # .numpy() copies to the host and waits for the device, so the results are ready on return.
+        arrays = [leaf.numpy() for leaf in _flatten(result)]
         if len(arrays) != len(self.outputs):
             raise CandidateError("runtime", f"tvm returned {len(arrays)} outputs, the model has {len(self.outputs)}")
         return {info.name: array for info, array in zip(self.outputs, arrays)}
@@ -446,8 +435,7 @@ class TvmModel(LoadedModel):
     def save(self, directory: Path) -> Artifact:
         """model.so (the compiled library, through export_library), params.npz (weights in call order), io.json."""
         directory = Path(directory)
-        source = self._spec.options.get("artifact") == "true"
-        if source:  # already a shared library: copy it rather than re-exporting a loaded module
+        if self._spec.format == ARTIFACT_FORMAT:  # a shared library already: copied, not re-exported once loaded
             shutil.copy2(Path(self._spec.model_path), directory / "model.so")
         else:
             self._executable.export_library(str(directory / "model.so"))
@@ -478,19 +466,6 @@ def _info_from_json(data: dict[str, Any]) -> TensorInfo:
     return TensorInfo(data["name"], data["dtype"], tuple(data["shape"]), tuple(data.get("dim_names") or ()))
 
 
-def _check_request(spec: LoadSpec) -> None:
-    """Refuses, as "unavailable", what this backend never offers."""
-    from_artifact = spec.options.get("artifact") == "true"
-    if spec.format not in FORMATS and not (from_artifact and spec.format == ARTIFACT_FORMAT):
-        raise CandidateError("unavailable", f"tvm reads {', '.join(FORMATS)} models, not {spec.format!r}")
-    if spec.precision != "fp32":
-        raise CandidateError("unavailable", f"tvm offers fp32 only, not {spec.precision}")
-    if spec.variant not in VARIANTS:
-        raise CandidateError("unavailable", f"tvm has no {spec.variant!r} variant (it has {', '.join(VARIANTS)})")
-    if device_kind(spec.device) not in ("cpu", "cuda"):
-        raise CandidateError("unavailable", f"tvm does not run on {spec.device!r}")
-
-
 def _cuda_count() -> int:
     import tvm
 
@@ -504,6 +479,8 @@ class TvmBackend(Backend):
     """Apache TVM through Relax, on CPU (LLVM) or CUDA."""
 
     name = "tvm"
+    artifact_formats = (ARTIFACT_FORMAT,)
+    error_summary = staticmethod(summarize_error)
 
     def probe(self) -> Availability:
         try:
@@ -512,7 +489,7 @@ class TvmBackend(Backend):
         except ImportError as error:
             return Availability(False, f"apache-tvm is not installed ({error}): {INSTALL_HINT}")
         except Exception as error:  # noqa: BLE001 - a native library that fails to load
-            return Availability(False, f"apache-tvm failed to load: {_one_line(error)}")
+            return Availability(False, f"apache-tvm failed to load: {one_line(error, summarize_error)}")
         from tvm.target import codegen
 
         try:
@@ -531,18 +508,12 @@ class TvmBackend(Backend):
                     "llvm": str(codegen.llvm_version_major(allow_none=True) or "")}
         return Availability(True, versions=versions, devices=("cpu", *gpus), offers=tuple(offers))
 
-    def load(self, spec: LoadSpec) -> LoadedModel:
-        _check_request(spec)
+    def load_impl(self, spec: LoadSpec) -> LoadedModel:
         threads = _threads(spec)
         _set_thread_env(threads)
-        try:
-            if spec.options.get("artifact") == "true":
-                return _load_artifact(spec, threads)
-            return _load_model(spec, threads)
-        except CandidateError:
-            raise
-        except Exception as error:  # noqa: BLE001 - any library failure fails only this candidate
-            raise _failure("compile", f"tvm could not compile {Path(spec.model_path).name}", error) from None
+        if spec.format == ARTIFACT_FORMAT:
+            return _load_artifact(spec, threads)
+        return _load_model(spec, threads)
 
 
 def _has_torch() -> bool:

@@ -14,15 +14,14 @@ import glob
 import importlib.util
 import os
 import shutil
-import traceback
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from runners.backends.base import (Artifact, Availability, Backend, LoadedModel, LoadSpec, Offer, TensorInfo,
-                                   device_index, device_kind)
-from speedster_run.shared.errors import CandidateError
+from runners.backends.base import (ARTIFACT_OPTION, Artifact, Availability, Backend, LoadedModel, LoadSpec, Offer,
+                                   TensorInfo, device_index)
+from speedster_run.shared.errors import CandidateError, first_line
 
 IMAGE = "speedster-run/xla"
 NOT_INSTALLED = f"torch_xla is not installed: use the image {IMAGE}"
@@ -57,29 +56,6 @@ def offers_for(pjrt: str) -> tuple[Offer, ...]:
     return tuple(offers)
 
 
-def check_request(spec: LoadSpec, pjrt: str) -> None:
-    """Refuses, as "unavailable", what this process's PJRT device type cannot serve."""
-    want = {"cpu": "CPU", "tpu": "TPU"}.get(device_kind(spec.device))
-    if want is None:
-        raise CandidateError("unavailable", f"xla runs on cpu or tpu:N, not {spec.device!r}")
-    if want != pjrt:
-        raise CandidateError("unavailable", f"this runner's XLA runtime is PJRT {pjrt}, so it cannot run on "
-                                            f"{spec.device} (start a runner with PJRT_DEVICE={want})")
-    if spec.format != "torch_export":
-        raise CandidateError("unavailable", f"xla compiles torch.export programs, not {spec.format!r}")
-    if spec.variant not in VARIANTS or spec.precision not in ("fp32", *(_HALF if pjrt == "TPU" else ())):
-        raise CandidateError("unavailable", f"xla has no {spec.precision}/{spec.variant} mode on PJRT {pjrt}")
-
-
-def failure(category: str, error: BaseException, what: str = "") -> CandidateError:
-    text = str(error).strip()
-    if isinstance(error, MemoryError) or any(m in text.lower() for m in ("out of memory", "resource_exhausted")):
-        category = "oom"
-    first = text.splitlines()[0][:300] if text else ""
-    detail = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    return CandidateError(category, f"{what}{type(error).__name__}: {first}", detail=detail)
-
-
 def _tpu_nodes() -> list[str]:
     return sorted(path for pattern in TPU_DEVICE_GLOBS for path in glob.glob(pattern))
 
@@ -108,23 +84,15 @@ class XlaBackend(Backend):
 
             count = xr.global_runtime_device_count()
         except Exception as error:  # noqa: BLE001 - a broken install or a runtime that will not start
-            return Availability(False, f"torch_xla cannot start PJRT {pjrt}: {str(error).splitlines()[0][:200]}")
+            return Availability(False, f"torch_xla cannot start PJRT {pjrt}: {first_line(error)[:200]}")
         versions = {"torch_xla": torch_xla.__version__, "torch": torch.__version__, "pjrt_device": pjrt}
         devices = runner_devices(pjrt, count)
         if not devices:
             return Availability(False, f"PJRT {pjrt} is not supported by this backend (cpu, tpu)", versions=versions)
         return Availability(True, versions=versions, devices=devices, offers=offers_for(pjrt))
 
-    def load(self, spec: LoadSpec) -> LoadedModel:
-        if importlib.util.find_spec("torch_xla") is None:
-            raise CandidateError("unavailable", NOT_INSTALLED)
-        check_request(spec, _current_pjrt())
-        try:
-            return _build(spec)
-        except CandidateError:
-            raise
-        except Exception as error:  # noqa: BLE001 - XLA compile errors fail this candidate only
-            raise failure("compile", error) from error
+    def load_impl(self, spec: LoadSpec) -> LoadedModel:
+        return _build(spec)
 
 
 def _build(spec: LoadSpec) -> XlaModel:
@@ -171,18 +139,15 @@ class XlaModel(LoadedModel):
             result = self._fn(*[to_torch(feeds[i.name], self._device, self._cast) for i in self.inputs])
             return {name: to_numpy(value, restore) for name, value in flatten_outputs(result)}
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         missing = [i.name for i in self.inputs if i.name not in feeds]
         if missing:
             raise CandidateError("runtime", f"missing inputs: {', '.join(missing)}")
-        try:
-            return self.call(feeds)
-        except Exception as error:  # noqa: BLE001
-            raise failure("runtime", error) from error
+        return self.call(feeds)
 
     def save(self, directory: Path) -> Artifact:
         """XLA keeps its compiled graphs in memory: the artifact is the program, recompiled on load."""
         source = Path(self._spec.model_path)
         shutil.copyfile(source, directory / source.name)
-        options = {k: v for k, v in self._spec.options.items() if k != "artifact"}
+        options = {k: v for k, v in self._spec.options.items() if k != ARTIFACT_OPTION}
         return Artifact("torch_export", source.name, self._spec.precision, self._spec.variant, options, (source.name,))

@@ -36,7 +36,7 @@ def test_reported_speedup_is_what_the_caller_measures():
                                sandbox="local", measure_s=1.0, quiet=True)
     report = optimized.report
     original = next(r for r in report.candidates if r.is_original)
-    assert original.name == NAME and "this process" in original.runner  # the user's module, not our export
+    assert original.name == NAME and "this process" in original.runner_description  # the user's module, not our export
     reported = optimized.summary["speedup"]
     assert reported == report.as_returned["speedup"]
     assert report.as_returned["call_overhead_ms"] == pytest.approx(

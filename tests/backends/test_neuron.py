@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from runners.backends import neuron
-from runners.backends.base import LoadSpec
-from runners.backends.neuron import NeuronBackend, check_request, compiler_args, neuron_devices
+from runners.backends.base import Availability, LoadSpec, refusal
+from runners.backends.neuron import NeuronBackend, compiler_args, neuron_devices
 from speedster_run.shared.errors import CandidateError
 
 HAS_NEURONX = importlib.util.find_spec("torch_neuronx") is not None
@@ -51,17 +51,31 @@ def test_bad_optlevel_fails_to_compile_and_int8_is_unavailable() -> None:
     assert caught.value.category == "unavailable"
 
 
+# What the probe answers on an inf2 instance with two devices.
+ON_INFERENTIA = Availability(True, devices=("neuron:0", "neuron:1"), offers=neuron.OFFERS)
+
+
 @pytest.mark.parametrize("request_,words", [
-    (spec(device="cpu"), "neuron:N"),
+    (spec(device="cpu"), "runs on neuron"),
     (spec(fmt="onnx"), "torch_export or torchscript"),
     (spec(variant="static"), "fp32/static"),
     (spec(precision="int8"), "int8/default"),
 ])
-def test_requests_it_cannot_serve_are_unavailable(request_: LoadSpec, words: str) -> None:
+def test_requests_it_cannot_serve_are_refused(request_: LoadSpec, words: str) -> None:
+    assert words in refusal(NeuronBackend.name, ON_INFERENTIA, request_)
+
+
+def test_servable_requests_pass() -> None:
+    for request_ in (spec(device="neuron:1", precision="bf16"), spec(fmt="torchscript", precision="fp16")):
+        assert refusal(NeuronBackend.name, ON_INFERENTIA, request_) is None
+
+
+@pytest.mark.skipif(AVAILABLE, reason="torch-neuronx and a Neuron device are present here")
+def test_load_where_neuron_is_missing_is_unavailable_and_says_why() -> None:
     with pytest.raises(CandidateError) as caught:
-        check_request(request_)
+        NeuronBackend().load(spec())
     assert caught.value.category == "unavailable"
-    assert words in caught.value.message
+    assert caught.value.message in (neuron.NO_DEVICE, neuron.NOT_INSTALLED)
 
 
 def test_module_import_does_not_import_torch() -> None:

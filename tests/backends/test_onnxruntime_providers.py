@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from runners.backends.base import LoadSpec
+from runners.backends.base import Availability, LoadSpec, refusal
 from runners.backends.onnxruntime import OnnxRuntimeBackend, execution_providers
 from speedster_run.shared.errors import CandidateError
 from tests.conftest import mlp_onnx
@@ -53,7 +53,8 @@ def test_tensorrt_variant_on_cpu_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CandidateError) as caught:
         OnnxRuntimeBackend().load(spec)
     assert caught.value.category == "unavailable"
-    assert "CUDA" in caught.value.message
+    # offered on CUDA devices only, where the provider is: "runs fp32/tensorrt on cuda", or no such mode here at all
+    assert "fp32/tensorrt" in caught.value.message
 
 
 def test_probe_offers_tensorrt_variants_only_with_the_provider_and_a_gpu() -> None:
@@ -108,12 +109,22 @@ def test_openvino_ep_options(tmp_path: Path) -> None:
     assert ov_ep.runner_devices(["CPU", "GPU"]) == ("cpu", "gpu:0")
 
 
+def test_openvino_ep_offers_follow_the_devices() -> None:
+    assert {(o.precision, o.variant, o.devices) for o in ov_ep.offers_for(("cpu",))} == {
+        ("fp32", "default", ("cpu",)), ("int8", "static", ("cpu",))}
+    assert {(o.precision, o.devices) for o in ov_ep.offers_for(("cpu", "gpu:0"))} == {
+        ("fp32", ("cpu", "gpu")), ("fp16", ("gpu",)), ("int8", ("cpu",))}
+
+
 @pytest.mark.parametrize("device,precision,variant", [("gpu:0", "int8", "static"), ("cpu", "fp16", "default"),
                                                       ("cuda:0", "fp32", "default"), ("cpu", "int8", "dynamic")])
 def test_openvino_ep_refuses_what_it_cannot_serve(tmp_path: Path, device: str, precision: str, variant: str) -> None:
+    devices = ("cpu", "gpu:0")
+    probed = Availability(True, devices=devices, offers=ov_ep.offers_for(devices))
     spec = LoadSpec(tmp_path / "m.onnx", "onnx", device, precision, variant, {}, 1, [], tmp_path)
-    with pytest.raises(CandidateError) as caught:
-        ov_ep.check_request(spec)
+    assert refusal(ov_ep.OnnxRuntimeOpenVinoBackend.name, probed, spec)
+    with pytest.raises(CandidateError) as caught:  # where the EP is missing, the probe's reason refuses it
+        ov_ep.OnnxRuntimeOpenVinoBackend().load(spec)
     assert caught.value.category == "unavailable"
 
 

@@ -15,9 +15,12 @@ import numpy as np
 import pytest
 
 from runners.backends import tensorrt as trt_backend
-from runners.backends.base import LoadSpec, TensorInfo
-from runners.backends.tensorrt import (PrecisionPlan, TensorRtBackend, TrtOptions, build_failure, build_profiles,
-                                       library_failure, parse_options, parser_failure, precision_plan)
+from runners.backends import tensorrt_onnx as trt_onnx
+from runners.backends.base import Availability, LoadSpec, TensorInfo, refusal
+from runners.backends.tensorrt import TensorRtBackend
+from runners.backends.tensorrt_engine import build_failure, parser_failure
+from runners.backends.tensorrt_onnx import PrecisionPlan, precision_plan
+from runners.backends.tensorrt_options import TrtOptions, build_profiles, parse_options
 from speedster_run.shared.errors import CandidateError
 from tests.conftest import mlp_onnx
 
@@ -148,10 +151,11 @@ def test_build_failure_out_of_memory_is_oom() -> None:
     assert "returned no engine" in build_failure([]).message
 
 
-def test_library_failure_keeps_the_category_unless_memory_ran_out() -> None:
-    assert library_failure("runtime", RuntimeError("CUDA error cudaErrorMemoryAllocation")).category == "oom"
-    error = library_failure("compile", ValueError("odd\nsecond line"))
-    assert (error.category, error.message) == ("compile", "ValueError: odd")
+def test_cuda_allocation_errors_are_oom() -> None:
+    from speedster_run.shared.errors import as_candidate_error
+
+    # what cuda_call raises when cudaMalloc fails
+    assert as_candidate_error(RuntimeError("CUDA error cudaErrorMemoryAllocation"), "runtime").category == "oom"
 
 
 # --- the ONNX passes (onnx + onnxruntime, as in the image) ---------------------------------------------------------
@@ -163,7 +167,7 @@ def spec_for(model: Path, tmp_path: Path, precision: str, calibration: list | No
 
 
 def test_tensor_infos_come_from_the_onnx_graph(tmp_path: Path) -> None:
-    inputs, outputs = trt_backend.onnx_tensor_infos(mlp_onnx(tmp_path / "m.onnx"))
+    inputs, outputs = trt_onnx.onnx_tensor_infos(mlp_onnx(tmp_path / "m.onnx"))
     assert inputs == [TensorInfo("x", "float32", (None, 256), ("batch", ""))]
     assert outputs == [TensorInfo("y", "float32", (None, 64), ("batch", ""))]
 
@@ -176,12 +180,12 @@ def test_qdq_pass_makes_symmetric_int8_that_stays_close(tmp_path: Path) -> None:
     model = mlp_onnx(tmp_path / "m.onnx")
     rng = np.random.default_rng(1)
     calibration = [{"x": rng.standard_normal((2, 256)).astype(np.float32)} for _ in range(8)]
-    plan = precision_plan("int8", 10, trt_backend.has_qdq(model))
-    path, note = trt_backend.prepare_onnx(spec_for(model, tmp_path, "int8", calibration), plan,
+    plan = precision_plan("int8", 10, trt_onnx.has_qdq(model))
+    path, note = trt_onnx.prepare_onnx(spec_for(model, tmp_path, "int8", calibration), plan,
                                           parse_options({"calibration_method": "minmax"}))
     assert "symmetric int8" in note and "minmax over 8 samples" in note
     graph = onnx.load(str(path)).graph
-    assert trt_backend.has_qdq(path)
+    assert trt_onnx.has_qdq(path)
     zero_points = [numpy_helper.to_array(t) for t in graph.initializer if "zero_point" in t.name]
     # TensorRT: symmetric signed int8 (zero points 0), float biases
     assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
@@ -196,17 +200,17 @@ def test_a_model_with_qdq_nodes_is_built_as_it_is(tmp_path: Path) -> None:
     from onnxruntime.quantization import QuantFormat, quantize_static
 
     model = mlp_onnx(tmp_path / "m.onnx")
-    reader = trt_backend._samples_reader([{"x": np.ones((1, 256), np.float32)}])
+    reader = trt_onnx._samples_reader([{"x": np.ones((1, 256), np.float32)}])
     quantize_static(str(model), str(tmp_path / "q.onnx"), reader, quant_format=QuantFormat.QDQ)
-    assert trt_backend.has_qdq(tmp_path / "q.onnx") and not trt_backend.has_qdq(model)
+    assert trt_onnx.has_qdq(tmp_path / "q.onnx") and not trt_onnx.has_qdq(model)
     plan = precision_plan("int8", 10, True)
-    path, note = trt_backend.prepare_onnx(spec_for(tmp_path / "q.onnx", tmp_path, "int8"), plan, TrtOptions())
+    path, note = trt_onnx.prepare_onnx(spec_for(tmp_path / "q.onnx", tmp_path, "int8"), plan, TrtOptions())
     assert (path, note) == (tmp_path / "q.onnx", "Q/DQ nodes of the model")
 
 
 def test_int8_without_samples_or_qdq_nodes_fails_to_compile(tmp_path: Path) -> None:
     plan = precision_plan("int8", 10, False)
-    error = compile_error(trt_backend.prepare_onnx, spec_for(mlp_onnx(tmp_path / "m.onnx"), tmp_path, "int8"), plan,
+    error = compile_error(trt_onnx.prepare_onnx, spec_for(mlp_onnx(tmp_path / "m.onnx"), tmp_path, "int8"), plan,
                           TrtOptions())
     assert "calibration samples" in error.message
 
@@ -215,10 +219,10 @@ def test_fp16_pass_for_strongly_typed_builds_keeps_fp32_io(tmp_path: Path) -> No
     import onnx
 
     plan = precision_plan("fp16", 11, False)
-    path, _ = trt_backend.prepare_onnx(spec_for(mlp_onnx(tmp_path / "m.onnx"), tmp_path, "fp16"), plan, TrtOptions())
+    path, _ = trt_onnx.prepare_onnx(spec_for(mlp_onnx(tmp_path / "m.onnx"), tmp_path, "fp16"), plan, TrtOptions())
     graph = onnx.load(str(path)).graph
     assert {t.data_type for t in graph.initializer} == {onnx.TensorProto.FLOAT16}
-    assert trt_backend.onnx_tensor_infos(path)[0][0].dtype == "float32"
+    assert trt_onnx.onnx_tensor_infos(path)[0][0].dtype == "float32"
 
 
 # --- probe and requests --------------------------------------------------------------------------------------------
@@ -238,16 +242,33 @@ def test_probe_says_why_it_is_unavailable_fast() -> None:
     assert "speedster-run/tensorrt" in trt_backend.NOT_INSTALLED
 
 
-@pytest.mark.parametrize("device,fmt,precision,variant", [
-    ("cpu", "onnx", "fp32", "default"), ("cuda:0", "onnx", "int8", "default"), ("cuda:0", "onnx", "bf16", "default"),
-    ("cuda:0", "torchscript", "fp32", "default"), ("cuda:0", "onnx", "fp32", "torch"),
+# What the probe answers on a GPU host with Torch-TensorRT: the base checks requests against it.
+ON_A_GPU_HOST = Availability(True, devices=("cuda:0",), offers=trt_backend.offers(torch_tensorrt=True))
+
+
+@pytest.mark.parametrize("device,fmt,precision,variant,options", [
+    ("cpu", "onnx", "fp32", "default", {}), ("cuda:0", "onnx", "int8", "default", {}),
+    ("cuda:0", "onnx", "bf16", "default", {}), ("cuda:0", "torchscript", "fp32", "default", {}),
+    ("cuda:0", "onnx", "fp32", "torch", {}), ("cuda:0", "tensorrt_engine", "fp32", "default", {}),
 ])
 def test_requests_it_cannot_serve_are_unavailable(tmp_path: Path, device: str, fmt: str, precision: str,
-                                                   variant: str) -> None:
-    spec = LoadSpec(tmp_path / "m", fmt, device, precision, variant, {}, 0, [], tmp_path)
+                                                   variant: str, options: dict) -> None:
+    spec = LoadSpec(tmp_path / "m", fmt, device, precision, variant, options, 0, [], tmp_path)
+    assert refusal(TensorRtBackend.name, ON_A_GPU_HOST, spec, TensorRtBackend.artifact_formats)
     with pytest.raises(CandidateError) as caught:
         TensorRtBackend().load(spec)
     assert caught.value.category == "unavailable"
+
+
+@pytest.mark.parametrize("fmt,precision,variant,options", [
+    ("onnx", "fp16", "default", {}), ("onnx", "int8", "qdq", {}), ("torch_export", "fp16", "torch", {}),
+    ("tensorrt_engine", "fp32", "default", {"artifact": "true"}),
+    ("torch_export", "fp32", "torch", {"artifact": "true"}),
+])
+def test_requests_it_serves_pass_the_check(tmp_path: Path, fmt: str, precision: str, variant: str,
+                                           options: dict) -> None:
+    spec = LoadSpec(tmp_path / "m", fmt, "cuda:1", precision, variant, options, 0, [], tmp_path)
+    assert refusal(TensorRtBackend.name, ON_A_GPU_HOST, spec, TensorRtBackend.artifact_formats) is None
 
 
 # --- for real, where the GPU is ------------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from runners.backends import xla
-from runners.backends.base import LoadSpec
-from runners.backends.xla import XlaBackend, check_request, offers_for, pjrt_device, runner_devices
+from runners.backends.base import Availability, LoadSpec, refusal
+from runners.backends.xla import XlaBackend, offers_for, pjrt_device, runner_devices
 from speedster_run.shared.errors import CandidateError
 
 HAS_XLA = importlib.util.find_spec("torch_xla") is not None
@@ -49,24 +49,33 @@ def test_devices_and_offers_per_pjrt_type() -> None:
     assert all(o.formats == ("torch_export",) for o in offers_for("TPU"))
 
 
+def probed(pjrt: str) -> Availability:
+    """What the probe answers in a process whose PJRT device type is `pjrt`, with four devices."""
+    return Availability(True, devices=runner_devices(pjrt, 4), offers=offers_for(pjrt))
+
+
 @pytest.mark.parametrize("request_,pjrt,words", [
-    (spec(device="cuda:0"), "CPU", "cpu or tpu:N"),
-    (spec(device="tpu:0"), "CPU", "PJRT_DEVICE=TPU"),
-    (spec(device="cpu"), "TPU", "PJRT_DEVICE=CPU"),
-    (spec(fmt="onnx"), "CPU", "torch.export"),
+    (spec(device="cuda:0"), "CPU", "runs on cpu"),
+    (spec(device="tpu:0"), "CPU", "runs on cpu"),
+    (spec(device="cpu"), "TPU", "runs on tpu"),
+    (spec(fmt="onnx"), "CPU", "torch_export"),
     (spec(precision="bf16"), "CPU", "bf16/lazy"),
     (spec(variant="eager"), "CPU", "fp32/eager"),
 ])
-def test_requests_it_cannot_serve_are_unavailable(request_: LoadSpec, pjrt: str, words: str) -> None:
-    with pytest.raises(CandidateError) as caught:
-        check_request(request_, pjrt)
-    assert caught.value.category == "unavailable"
-    assert words in caught.value.message
+def test_requests_it_cannot_serve_are_refused(request_: LoadSpec, pjrt: str, words: str) -> None:
+    assert words in refusal(XlaBackend.name, probed(pjrt), request_)
 
 
 def test_servable_requests_pass() -> None:
-    check_request(spec(device="tpu:3", precision="bf16", variant="dynamo"), "TPU")
-    check_request(spec(), "CPU")
+    assert refusal(XlaBackend.name, probed("TPU"), spec(device="tpu:3", precision="bf16", variant="dynamo")) is None
+    assert refusal(XlaBackend.name, probed("CPU"), spec()) is None
+
+
+@pytest.mark.skipif(HAS_XLA, reason="torch_xla is installed here")
+def test_load_without_torch_xla_is_unavailable_and_says_why() -> None:
+    with pytest.raises(CandidateError) as caught:
+        XlaBackend().load(spec())
+    assert (caught.value.category, caught.value.message) == ("unavailable", xla.NOT_INSTALLED)
 
 
 def test_module_import_does_not_import_torch_xla() -> None:

@@ -42,7 +42,7 @@ def test_a_run_in_containers_records_images_and_leaves_none(docker_engine, runne
         row = rows[f"{backend}/fp32"]
         assert row.image == runner_images[backend]
         assert row.image_digest.startswith("sha256:")  # the exact image it ran (containers start from that id)
-        assert row.runner.startswith("docker container ")
+        assert row.runner_description.startswith("docker container ")
         assert report.environment["runner_sandboxes"][backend] == "docker"
         assert report.environment["docker"]["images"][backend]["digest"] == row.image_digest
         assert any(f"starting the {backend} runner (docker: {runner_images[backend]})" in line for line in lines)

@@ -30,7 +30,7 @@ def test_auto_runs_backends_with_an_image_in_docker_and_the_rest_locally(docker_
     rows = {row["name"]: row for row in report["candidates"]}
     assert rows["onnxruntime/fp32"]["image"] == runner_images["onnxruntime"]
     assert rows["fake/fp32-ok"]["status"] == "ok" and rows["fake/fp32-ok"]["image"] == ""
-    assert rows["fake/fp32-ok"]["runner"].startswith("local process")
+    assert rows["fake/fp32-ok"]["runner_description"].startswith("local process")
 
 
 def test_auto_without_an_engine_runs_everything_locally(readable_model, monkeypatch, capsys):

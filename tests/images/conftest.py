@@ -1,5 +1,5 @@
-"""Fixtures of the image tests: the engine, the three CPU images (built, or rebuilt as a no-op where CI built them)
-and one hardened container per image, serving on a unix socket in a host directory."""
+"""Fixtures of the image tests: the engine, the catalog's CPU images (built, or rebuilt as a no-op where CI built
+them) and one hardened container per image, serving on a unix socket in a host directory."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.images import CPU_BACKENDS
+from speedster_run.shared import catalog
 from tests.conftest import REPO
 from tests.docker_support import docker_engine, missing  # noqa: F401  (docker_engine is a fixture)
 
 SERVING_TIMEOUT_S = 120.0
+CPU_BACKENDS = catalog.cpu_image_backends()  # the images CI builds and tests on any x86-64 host
 
 
 def speedster_run(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess:

@@ -14,16 +14,16 @@ import pytest
 
 from orchestrator import images
 from runners import healthcheck
+from speedster_run.shared import catalog
 from tests.images.conftest import CPU_BACKENDS, speedster_run, start_runner, stop_runner
 
 # What the isolation tests rely on: two images whose numpy cannot share one environment.
-MAIN_PACKAGE = {"iree": "iree-base-runtime", "tvm": "apache-tvm"}  # where it differs from the backend's name
 NUMPY_MAJOR = {"onnxruntime": "2", "openvino": "1", "torch": "2", "iree": "2", "tvm": "2"}
 
 
 # --- definitions (no engine) ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("backend", images.ALL_BACKENDS)
+@pytest.mark.parametrize("backend", catalog.names())
 def test_every_image_pins_every_requirement_and_the_core_deps(backend):
     pins = images.read_requirements(backend)  # raises on any line that is not name==version
     assert {"numpy", "grpcio", "grpcio-health-checking", "protobuf", "onnx", "ml-dtypes", "tabulate"} <= set(pins)
@@ -32,7 +32,7 @@ def test_every_image_pins_every_requirement_and_the_core_deps(backend):
     assert json.loads(images.versions_label(backend)) == pins
 
 
-@pytest.mark.parametrize("backend", images.ALL_BACKENDS)
+@pytest.mark.parametrize("backend", catalog.names())
 def test_every_dockerfile_follows_the_runner_image_contract(backend):
     text = (images.IMAGES_DIR / backend / "Dockerfile").read_text()
     assert re.search(r"^ARG BASE_IMAGE=\S+$", text, re.MULTILINE)
@@ -226,5 +226,5 @@ def test_images_list_shows_sizes_and_versions(built_images):
         assert image in row and re.search(r"\d+(\.\d+)? (MB|GB)", row), row
         pins = images.read_requirements(backend)
         assert f"numpy {pins['numpy']}" in row, row
-        package = MAIN_PACKAGE.get(backend, backend)
+        package = catalog.get(backend).main_package
         assert f"{package} {pins[package]}" in row, row

@@ -142,3 +142,21 @@ def test_save_writes_artifact_and_manifest_that_the_loader_runs(mlp_model, tmp_p
     (save_dir / manifest["file_name"]).write_bytes(b"tampered")
     with pytest.raises(SavedModelError, match="sha256"):
         load_saved(save_dir)
+
+
+def test_the_cli_defaults_are_the_run_configurations(mlp_model):
+    """One place for each default: a run from the CLI with no options is a RunConfig with its own defaults (the
+    sandbox, no --timeout so each backend's own deadline, the measurement the runner uses)."""
+    from orchestrator.cli import build_config, run_parser
+    from orchestrator.config import DEFAULT_SANDBOX, RunConfig, TimingConfig
+    from speedster_run.shared import measure
+
+    config = build_config(run_parser().parse_args(["--model", str(mlp_model)]))
+    default = RunConfig(model=mlp_model)
+    assert config.sandbox == default.sandbox == DEFAULT_SANDBOX
+    assert config.timeout_s is None and config.timing == default.timing == TimingConfig()
+    assert (config.samples, config.seed) == (default.samples, default.seed)
+    plan = measure.TimingPlan()
+    assert (config.timing.warmup_iterations, config.timing.window_iterations, config.timing.stability_pct,
+            config.timing.stable_windows) == (plan.warmup_iterations, plan.window_iterations, plan.stability_pct,
+                                              plan.stable_windows)

@@ -30,7 +30,8 @@ def _children() -> set[int]:
 
 
 def _run(model: Path, **overrides):
-    config = RunConfig(model=model, backends=("onnxruntime", "fake"), samples=2, **{"timing": FAST_TIMING, **overrides})
+    config = RunConfig(model=model, backends=("onnxruntime", "fake"), samples=2, sandbox="local",
+                       **{"timing": FAST_TIMING, **overrides})
     return optimize(config)
 
 
@@ -51,6 +52,8 @@ def test_abort_and_wrong_outputs_are_rows_and_the_run_completes(mlp_model, fake_
     assert _row(report, "fake/fp32-oom").failure.category == "oom"
     assert _row(report, "fake/fp32-fail_compile").failure.category == "compile"
     assert "speedster-run --model" in _row(report, "fake/fp32-abort").failure.reproduce
+    # The command that starts the runner it crashed in, taken before that runner was discarded.
+    assert "-m runners.server --backend fake" in _row(report, "fake/fp32-abort").failure.runner_command
     ok = _row(report, "fake/fp32-ok")
     assert ok.status == "ok" and ok.stats.n > 0
     # The abort killed the runner that held "ok": it was reloaded in a fresh runner for the benchmark.
@@ -114,7 +117,8 @@ def test_a_runner_that_dies_at_start_is_retried_once_then_a_crash_row_named_in_t
         mlp_model, fake_backend_env, monkeypatch, tmp_path, crashes):
     monkeypatch.setenv("SPEEDSTER_FAKE_START_CRASHES", f"{tmp_path / 'starts'}:{crashes}")
     messages = []
-    report = optimize(RunConfig(model=mlp_model, backends=("onnxruntime", "fake"), samples=2, timing=FAST_TIMING),
+    report = optimize(RunConfig(model=mlp_model, backends=("onnxruntime", "fake"), samples=2, timing=FAST_TIMING,
+                                sandbox="local"),
                       progress=messages.append)
     assert any("fake runner failed to start" in m and "trying once more" in m for m in messages), messages
     rows = [r for r in report.candidates if r.backend == "fake"]

@@ -337,3 +337,29 @@ def test_every_category_travels(name):
     assert pb.Failure.FromString(message.SerializeToString()).category == CATEGORIES[name]
     assert pb.FailureCategory.Name(CATEGORIES[name]) == f"FAILURE_CATEGORY_{name.upper()}"
     assert set(CATEGORIES.values()) == set(pb.FailureCategory.values()) - {pb.FAILURE_CATEGORY_UNSPECIFIED}
+
+
+@pytest.mark.parametrize("error,phase,category", [
+    (RuntimeError("CUDA error: out of memory"), "runtime", "oom"),
+    (MemoryError(), "compile", "oom"),
+    (ValueError("shapes differ\n  at node 3"), "compile", "compile"),
+    (CandidateError("unavailable", "no such mode", "why"), "runtime", "unavailable"),
+])
+def test_the_runner_answers_failures_as_the_backend_base_categorises_them(error, phase, category):
+    """Backends that override load or run themselves (plug-ins) get the same categories and one-line messages."""
+    from runners.servicer import _candidate_failure
+    from speedster_run.shared.errors import CATEGORY_NAMES, as_candidate_error
+
+    answer = _candidate_failure(error, phase)
+    expected = as_candidate_error(error, phase)
+    assert (CATEGORY_NAMES[answer.category], answer.message) == (category, expected.message)
+    assert "\n" not in answer.message and answer.detail
+
+
+def test_a_benchmark_request_leaving_fields_unset_gets_the_shared_defaults():
+    from speedster_run.shared import measure
+
+    plan = measure.TimingPlan.from_request(pb.BenchmarkRequest(warmup_iterations=2, min_iterations=3))
+    assert plan == measure.TimingPlan(warmup_iterations=2, min_iterations=3)
+    assert (plan.max_time_s, plan.window_iterations, plan.stable_windows) == (
+        measure.MAX_TIME_S, measure.WINDOW_ITERATIONS, measure.STABLE_WINDOWS)

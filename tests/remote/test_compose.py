@@ -22,13 +22,14 @@ import pytest
 import yaml
 
 from orchestrator.images import image_name
+from speedster_run.shared import catalog
 from tests.conftest import assert_user_error, mlp_onnx
 from tests.docker_support import docker_engine, missing, require_images  # noqa: F401  (docker_engine: a fixture)
 from tests.remote.support import REPO, TOKEN, free_port, make_pki
 
 COMPOSE_FILE = REPO / "compose" / "docker-compose.yml"
 TLS_COMPOSE_FILE = REPO / "compose" / "docker-compose.tls.yml"
-PROFILES = {"cpu": ["onnxruntime", "openvino", "torch"], "gpu": ["tensorrt", "xla"], "neuron": ["neuron"]}
+PROFILES = catalog.compose_profiles()  # profile -> its services, one per catalog backend
 FAST = ["--time-budget", "0.3", "--rounds", "2", "--samples", "2", "--warmup", "2"]
 
 
@@ -87,9 +88,10 @@ def test_compose_files_name_services_and_images_like_the_backends(compose_cmd, t
             (device,) = services[name]["deploy"]["resources"]["reservations"]["devices"]
             assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
         assert services["neuron"]["devices"] == ["/dev/neuron0:/dev/neuron0"]
-    ports = [service["ports"][0] for service in base["services"].values()]
-    assert all(port.startswith("127.0.0.1:") for port in ports)  # the plaintext file publishes on loopback only
-    assert sorted(int(port.split(":")[1]) for port in ports) == list(range(50051, 50057))
+    ports = {name: service["ports"][0] for name, service in base["services"].items()}
+    assert all(port.startswith("127.0.0.1:") for port in ports.values())  # the plaintext file: loopback only
+    assert {name: int(port.split(":")[1]) for name, port in ports.items()} == \
+        {name: catalog.get(name).compose_port for name in catalog.names()}
     assert all("--insecure" not in s["command"] and "--tls-cert" in s["command"] and "--token-file" in s["command"]
                for s in tls["services"].values())
     # With a registry prefix, compose pulls the very names `speedster-run images push --registry` gives.
@@ -148,7 +150,7 @@ def test_compose_cpu_services_serve_a_run_and_go_away(docker_engine, compose_cmd
         rows = {row["name"]: row for row in json.loads(report_path.read_text())["candidates"]}
         for name in ("onnxruntime/fp32", "openvino/fp32"):
             assert rows[name]["status"] in ("ok", "WINNER"), (name, rows[name].get("failure"))
-            assert rows[name]["runner"] == f"remote runner at 127.0.0.1:{ports[name.split('/')[0]]}"
+            assert rows[name]["runner_description"] == f"remote runner at 127.0.0.1:{ports[name.split('/')[0]]}"
         # The services outlive the run: still healthy afterwards, with none of the run's uploads left in their tmpfs.
         wait_healthy(docker_engine, project, ["onnxruntime", "openvino"], timeout_s=10)
         for container in docker_engine.containers.list(filters={"label": f"com.docker.compose.project={project}"}):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -33,12 +34,12 @@ def test_cli_run_streams_the_model_to_a_tls_runner_and_leaves_it_running(tls_run
     rows = {row["name"]: row for row in report["candidates"]}
     assert rows["onnxruntime/fp32"]["status"] in ("ok", "WINNER") and report["winner"] in rows
     assert {row["backend"] for row in report["candidates"]} == {"onnxruntime"}  # only the backends given
-    assert all(row["runner"] == f"remote runner at {tls_runner.address}" for row in report["candidates"]
+    assert all(row["runner_description"] == f"remote runner at {tls_runner.address}" for row in report["candidates"]
                if row["status"] == "ok")
     assert report["environment"]["sandbox"] == "remote"
     assert report["environment"]["remote_runners"] == {"onnxruntime": tls_runner.address}
     assert report["environment"]["remote_tls"] and report["environment"]["remote_token"]
-    assert report["config"]["runners"] == [["onnxruntime", tls_runner.address]]
+    assert report["config"]["runner_addresses"] == [["onnxruntime", tls_runner.address]]
     assert report["config"]["runner_security"]["token"] == "(set)" and TOKEN not in report_path.read_text()
     # The runner got the model through an upload (it runs elsewhere, in another directory): one per run and format,
     # deleted at the run's end with everything the run loaded; the runner itself keeps serving.
@@ -63,9 +64,9 @@ def test_three_runs_leave_no_upload_on_a_long_lived_runner(tmp_path):
         for run in range(3):
             (tmp_path / f"run{run}").mkdir()
             config = RunConfig(model=mlp_onnx(tmp_path / f"run{run}" / "mlp.onnx"), samples=2, sandbox="remote",
-                               runners=(("onnxruntime", runner.address),),
+                               runner_addresses=(("onnxruntime", runner.address),),
                                timing=TimingConfig(time_budget_s=0.1, rounds=1, warmup_iterations=1))
-            report = optimize(config, sandbox=RemoteSandbox(config.runners))
+            report = optimize(config, sandbox=RemoteSandbox(config.runner_addresses))
             assert report.winner, [row.failure for row in report.candidates]
             assert not list(runner.scratch().glob("uploads/*")), f"run {run} left its upload"
             assert not list(runner.scratch().glob("models/*")), f"run {run} left a model loaded"
@@ -89,10 +90,10 @@ def test_a_wrong_token_is_a_configuration_error_naming_the_runner(tls_runner, pk
     assert_user_error(cli("--model", model, "--runner", runner, "--runner-tls-ca", pki.ca, *FAST, env=env),
                       f"runner for onnxruntime at {tls_runner.address} requires a token (UNAUTHENTICATED)")
     # A sandbox made by hand (the Python API) finds it when the runner starts: nothing turns it into rows.
-    config = RunConfig(model=model, samples=2, sandbox="remote", runners=(("onnxruntime", tls_runner.address),),
+    config = RunConfig(model=model, samples=2, sandbox="remote", runner_addresses=(("onnxruntime", tls_runner.address),),
                        runner_security=RunnerSecurity(tls_ca=pki.ca, token="not-the-token"))
     with pytest.raises(UserError, match="refused the token given"):
-        optimize(config, sandbox=RemoteSandbox(config.runners, config.runner_security))
+        optimize(config, sandbox=RemoteSandbox(config.runner_addresses, config.runner_security))
 
 
 def test_cli_user_errors_for_runners(tmp_path, pki, token_file):
@@ -120,12 +121,25 @@ def test_cli_user_errors_for_runners(tmp_path, pki, token_file):
 
 def test_the_python_api_checks_runner_security_too(tmp_path):
     config = RunConfig(model=mlp_onnx(tmp_path / "mlp.onnx"), sandbox="remote",
-                       runners=(("onnxruntime", "192.0.2.1:50051"),))
+                       runner_addresses=(("onnxruntime", "192.0.2.1:50051"),))
     with pytest.raises(UserError, match="not a loopback address"):
         make_sandbox(config)
-    insecure = RunConfig(model=config.model, sandbox="remote", runners=config.runners,
+    insecure = RunConfig(model=config.model, sandbox="remote", runner_addresses=config.runner_addresses,
                          runner_security=RunnerSecurity(insecure=True))
     assert isinstance(make_sandbox(insecure), RemoteSandbox)
+    # The same checks as the CLI's: they live in one place, the one that makes the remote sandbox.
+    with pytest.raises(UserError, match="needs at least one --runner"):
+        make_sandbox(RunConfig(model=config.model, sandbox="remote"))
+    twice = (("onnxruntime", "127.0.0.1:1"), ("onnxruntime", "127.0.0.1:2"))
+    with pytest.raises(UserError, match="--runner given twice for onnxruntime"):
+        make_sandbox(RunConfig(model=config.model, sandbox="remote", runner_addresses=twice))
+    only_openvino = RunConfig(model=config.model, sandbox="remote", backends=("openvino",),
+                              runner_addresses=(("onnxruntime", "127.0.0.1:1"),))
+    with pytest.raises(UserError, match=r"no --runner given for backend openvino \(--sandbox remote uses only"):
+        make_sandbox(only_openvino, ["openvino", "onnxruntime"])
+    with pytest.raises(UserError, match="no --runner given for backend onnxruntime, which runs the original"):
+        make_sandbox(dataclasses.replace(only_openvino, runner_addresses=(("openvino", "127.0.0.1:1"),)),
+                     ["openvino", "onnxruntime"])
     assert parse_runner("torch=unix:///run/speedster/torch.sock") == ("torch", "unix:///run/speedster/torch.sock")
 
 
@@ -133,10 +147,10 @@ def test_a_dead_runner_fails_its_backend_without_failing_the_run(tls_runner, pki
     """openvino's runner does not answer: its row says so; onnxruntime's candidates still run."""
     dead = f"127.0.0.1:{free_port()}"
     config = RunConfig(model=mlp_onnx(tmp_path / "mlp.onnx"), samples=2, sandbox="remote",
-                       runners=(("onnxruntime", tls_runner.address), ("openvino", dead)),
+                       runner_addresses=(("onnxruntime", tls_runner.address), ("openvino", dead)),
                        runner_security=RunnerSecurity(tls_ca=pki.ca, token=TOKEN),
                        timing=TimingConfig(time_budget_s=0.2, rounds=1, warmup_iterations=1))
-    sandbox = RemoteSandbox(config.runners, config.runner_security, ready_timeout_s=1.0)
+    sandbox = RemoteSandbox(config.runner_addresses, config.runner_security, ready_timeout_s=1.0)
     report = optimize(config, sandbox=sandbox)
     rows = {row.name: row for row in report.candidates}
     assert rows["onnxruntime/fp32"].status in ("ok", "WINNER")

@@ -1,9 +1,13 @@
 """Errors a runner reports: in-band candidate failures by category, and protocol errors by gRPC status code.
 
-The mapping below is the one table of protocol errors; tests check it row by row.
+The mapping below is the one table of protocol errors; tests check it row by row. `as_candidate_error` is the one
+place where any exception becomes a categorised, one-line candidate failure (out of memory recognised here only).
 """
 
 from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
 
 import grpc
 
@@ -33,6 +37,53 @@ class CandidateError(Exception):
         self.category = category
         self.message = message
         self.detail = detail
+
+
+# What libraries write when host or device memory ran out: C++ (std::bad_alloc), ONNX Runtime and TensorRT ("failed
+# to allocate", "OutOfMemory"), CUDA ("out of memory", cudaErrorMemoryAllocation), XLA and IREE (RESOURCE_EXHAUSTED),
+# the Neuron runtime (NRT_RESOURCE), torch's CPU allocator and ENOMEM ("can't/Cannot allocate memory").
+OOM_MARKERS = ("out of memory", "outofmemory", "cudaerrormemoryallocation", "failed to allocate", "bad_alloc",
+               "resource_exhausted", "nrt_resource", "can't allocate memory", "cannot allocate memory")
+# The longest summary a one-line message carries: a report cell, not a log.
+SUMMARY_LIMIT = 400
+
+
+def mentions_out_of_memory(text: str) -> bool:
+    """Whether a library's message (or a tool's output) says that memory ran out."""
+    lowered = text.lower()
+    return any(marker in lowered for marker in OOM_MARKERS)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """MemoryError, an *OutOfMemoryError type (torch.cuda's), or a message that says memory ran out."""
+    return (isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError"
+            or mentions_out_of_memory(str(error)))
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-blank line of the error's message: what most libraries put first is what went wrong."""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+
+
+def one_line(error: BaseException, summary: Callable[[BaseException], str] = first_line) -> str:
+    """"Type: summary" on one line, short enough for a report cell; `summary` picks the informative part of a
+    library's message (first_line unless the library puts stack frames or locations first)."""
+    text = " ".join(summary(error).split())[:SUMMARY_LIMIT]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def as_candidate_error(error: BaseException, category: str, what: str = "",
+                       summary: Callable[[BaseException], str] = first_line) -> CandidateError:
+    """Any exception as a failed candidate: `category` is the phase's ("compile" while loading, "runtime" while
+    running), except that running out of memory is "oom" in every phase. The message is `what` (a prefix that says
+    which step failed, or "") and one_line(error, summary); the detail is the whole traceback. A CandidateError is
+    returned as it is: its category and message were chosen where it was raised."""
+    if isinstance(error, CandidateError):
+        return error
+    if is_out_of_memory(error):
+        category = "oom"
+    detail = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    return CandidateError(category, what + one_line(error, summary), detail=detail)
 
 
 class ProtocolError(Exception):

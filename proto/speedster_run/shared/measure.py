@@ -1,4 +1,8 @@
-"""Latency measurement inside the runner: warm-up, then timed windows until the windows agree."""
+"""Latency measurement: warm-up, then timed windows until the windows agree.
+
+The defaults below are the only ones: the runner fills a BenchmarkRequest's unset fields with them, and the
+orchestrator's timing configuration starts from them.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +12,39 @@ import time
 from collections.abc import Callable
 
 
+WARMUP_ITERATIONS = 5  # untimed runs first: caches, lazy initialisation, clock ramp-up
+MIN_ITERATIONS = 10
+MAX_ITERATIONS = 1000
+MAX_TIME_S = 2.0  # one measurement's time budget
+WINDOW_ITERATIONS = 10  # runs per window; a window's median is compared with the previous ones'
+STABILITY_PCT = 5.0  # windows agree when their medians lie within this of the lowest
+STABLE_WINDOWS = 3  # how many last windows must agree
+
+
 @dataclasses.dataclass(frozen=True)
 class TimingPlan:
     """Bounds of one measurement. The time budget is a hard stop once one window has run."""
 
-    warmup_iterations: int = 5
-    min_iterations: int = 10
-    max_iterations: int = 1000
-    max_time_s: float = 2.0
-    window_iterations: int = 10
-    stability_pct: float = 5.0
-    stable_windows: int = 3
+    warmup_iterations: int = WARMUP_ITERATIONS
+    min_iterations: int = MIN_ITERATIONS
+    max_iterations: int = MAX_ITERATIONS
+    max_time_s: float = MAX_TIME_S
+    window_iterations: int = WINDOW_ITERATIONS
+    stability_pct: float = STABILITY_PCT
+    stable_windows: int = STABLE_WINDOWS
 
     @classmethod
     def from_request(cls, request) -> "TimingPlan":
-        """The plan a BenchmarkRequest asks for; a field it leaves unset (zero) takes the default."""
-        default = cls()
+        """The plan a BenchmarkRequest asks for; a field it leaves unset (zero) takes the default, except the
+        warm-up and minimum counts, where zero is a real request (none, and one)."""
         return cls(
             warmup_iterations=max(0, request.warmup_iterations),
             min_iterations=max(1, request.min_iterations),
-            max_iterations=max(1, request.max_iterations or default.max_iterations),
-            max_time_s=request.max_time_s if request.max_time_s > 0 else default.max_time_s,
-            window_iterations=max(1, request.window_iterations or default.window_iterations),
-            stability_pct=request.stability_pct if request.stability_pct > 0 else default.stability_pct,
-            stable_windows=max(1, request.stable_windows or default.stable_windows),
+            max_iterations=max(1, request.max_iterations or MAX_ITERATIONS),
+            max_time_s=request.max_time_s if request.max_time_s > 0 else MAX_TIME_S,
+            window_iterations=max(1, request.window_iterations or WINDOW_ITERATIONS),
+            stability_pct=request.stability_pct if request.stability_pct > 0 else STABILITY_PCT,
+            stable_windows=max(1, request.stable_windows or STABLE_WINDOWS),
         )
 
 
