@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from orchestrator.errors import UserError
@@ -60,6 +60,25 @@ def is_report(path: Path) -> bool:
     return isinstance(data, dict) and REPORT_KEYS <= data.keys()
 
 
+def starts_with(marker: bytes) -> Callable[[Path], bool]:
+    """A test for files whose first KiB holds `marker`: an earlier output of one kind (--junit, --html), which a rerun
+    may replace."""
+
+    def test(path: Path) -> bool:
+        try:
+            with open(path, "rb") as handle:
+                return marker in handle.read(1024)
+        except OSError:
+            return False
+
+    return test
+
+
+def any_file(path: Path) -> bool:
+    """For outputs appended to (--summary-md, e.g. $GITHUB_STEP_SUMMARY): appending loses nothing."""
+    return True
+
+
 def same_file(first: Path, second: Path) -> bool:
     """Whether two paths reach one file: equal once resolved, or one inode (symlinks and hard links)."""
     if first.resolve() == second.resolve():
@@ -70,16 +89,19 @@ def same_file(first: Path, second: Path) -> bool:
         return False
 
 
-def check_report_path(path: Path, option: str, protected: Iterable[tuple[str, Path]] = ()) -> None:
-    """Refuses a report path that would overwrite anything but a previous report, or that cannot be written.
-    `protected` holds (what it is, path) of the user's files the run reads: the model, the input files."""
+def check_report_path(path: Path, option: str, protected: Iterable[tuple[str, Path]] = (),
+                      replaceable: Callable[[Path], bool] = is_report) -> None:
+    """Refuses a report path that would overwrite anything but a previous report (of the kind `replaceable`
+    recognises), or that cannot be written. `protected` holds (what it is, path) of the user's files the run reads:
+    the model, the input files."""
     try:
-        _check_report_path(path, option, protected)
+        _check_report_path(path, option, protected, replaceable)
     except OSError as error:  # a directory on the way that this user may not even look into
         raise UserError(f"{option} {path}: cannot write there ({error.strerror or error})") from None
 
 
-def _check_report_path(path: Path, option: str, protected: Iterable[tuple[str, Path]]) -> None:
+def _check_report_path(path: Path, option: str, protected: Iterable[tuple[str, Path]],
+                       replaceable: Callable[[Path], bool]) -> None:
     for role, other in protected:
         if same_file(path, other):
             raise UserError(f"{option} {path} is {role}: writing the report would overwrite it; choose another file")
@@ -88,10 +110,19 @@ def _check_report_path(path: Path, option: str, protected: Iterable[tuple[str, P
     if not path.exists():
         check_creatable(path, option)
         return
-    if not is_report(path):
+    if not replaceable(path):
         raise UserError(f"{option} {path}: exists and is not a report speedster-run wrote (only one of those is "
                         "replaced); choose another file")
     try:
         open(path, "r+b").close()  # opened for writing, not truncated: the previous report stays until the end
     except OSError as error:
         raise UserError(f"{option} {path}: cannot write it ({error.strerror or error})") from None
+
+
+# What an existing file at each output option's path may be, to be replaced (or, for --summary-md, appended to).
+OUTPUT_KINDS: dict[str, Callable[[Path], bool]] = {
+    "--report": is_report,
+    "--junit": starts_with(b'<testsuite name="speedster-run '),
+    "--html": starts_with(b"<title>speedster-run: "),
+    "--summary-md": any_file,
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from orchestrator.formatting import ratio, significant
 from orchestrator.planner import PRECISION_COST
 from orchestrator.report import CandidateResult
 from orchestrator.stats import speedup_interval
@@ -38,11 +39,12 @@ def pick_winner(rows: list[CandidateResult], original: CandidateResult,
 
 def _verdict(winner: CandidateResult, original: CandidateResult) -> str:
     if winner.is_original:
-        return (f"Winner: the original ({winner.name}, median {winner.stats.median_ms:.2f} ms): "
+        return (f"Winner: the original ({winner.name}, median {significant(winner.stats.median_ms)} ms): "
                 "no candidate was measurably faster.")
     low, high = winner.speedup_ci or (winner.speedup, winner.speedup)
     drop = f", drop {winner.comparison.drop:.1e}" if winner.comparison else ""
     # Below 1x only when the original was kept out of the running (the Python API must return a compiled model).
     pace = "faster than" if winner.speedup >= 1 else "the speed of"
-    return (f"Winner: {winner.name}, {winner.speedup:.2f}x {pace} the original (95% CI {low:.2f}-{high:.2f}): "
-            f"median {winner.stats.median_ms:.2f} ms vs {original.stats.median_ms:.2f} ms{drop}.")
+    return (f"Winner: {winner.name}, {ratio(winner.speedup)} {pace} the original (95% CI {significant(low)}-"
+            f"{significant(high)}): median {significant(winner.stats.median_ms)} ms vs "
+            f"{significant(original.stats.median_ms)} ms{drop}.")

@@ -7,12 +7,15 @@ import torch
 
 from orchestrator.api.compilers import only
 from speedster import load_model, optimize_model
+from tests.docker_support import require_images
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 def test_optimized_model_runs_in_its_image(runner_images, docker_engine, tmp_path):
     from orchestrator.zoo import build
+
+    require_images(docker_engine, "torch")  # the original runs in it: skip (or fail in CI) naming it when missing
 
     model, _ = build("tiny_cnn", batch=2)
     data = [((torch.randn(2, 3, 32, 32),),) for _ in range(2)]
