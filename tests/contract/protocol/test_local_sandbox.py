@@ -25,7 +25,7 @@ import pytest
 from orchestrator.runner_client import RunnerCallError, RunnerClient
 from orchestrator.sandboxes.local import LocalSandbox
 from speedster_run.runner.v1 import runner_pb2 as pb
-from tests.protocol.support import REPO, TEST_BACKENDS, TIMEOUT_S, child_pids, process_state
+from tests.contract.protocol.support import REPO, TEST_BACKENDS, TIMEOUT_S, child_pids, process_state
 
 READY_S = 60.0
 

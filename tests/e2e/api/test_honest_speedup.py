@@ -12,7 +12,7 @@ import torch
 from orchestrator.api.baseline import NAME
 from orchestrator.api.compilers import only
 from speedster import optimize_model
-from tests.api.test_optimize_torch import small_resnet
+from tests.e2e.api.test_optimize_torch import small_resnet
 
 pytestmark = pytest.mark.slow
 ROUNDS, CALLS = 6, 40

@@ -19,9 +19,9 @@ from runners.server import RUNNER_WORKERS, OwnThreadsHealthServicer, make_server
 from runners.servicer import RunnerServicer
 from speedster_run.runner.v1 import GRPC_OPTIONS, SERVICE_NAME
 from speedster_run.runner.v1 import runner_pb2_grpc as pb_grpc
-from tests.protocol.echo_backend import ECHO_BACKENDS
+from tests.contract.protocol.echo_backend import ECHO_BACKENDS
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TEST_BACKENDS = f"fake=tests.fakes.fake_backend:FakeBackend,{ECHO_BACKENDS}"
 FAKE_VARIANTS = "ok,wrong,oom,fail_compile,slow"
 TIMEOUT_S = 30.0

@@ -30,9 +30,9 @@ from runners.server import RUNNER_WORKERS
 from speedster_run.runner.v1 import CHUNK_BYTES, PROTOCOL_VERSION, SERVICE_NAME
 from speedster_run.runner.v1 import runner_pb2 as pb
 from speedster_run.runner.v1 import runner_pb2_grpc as pb_grpc
-from tests.protocol import echo_backend
-from tests.protocol.support import REPO, TEST_BACKENDS, TIMEOUT_S
-from tests.protocol.models import BIG_IN, add_one_model, big_weights, external_data_model
+from tests.contract.protocol import echo_backend
+from tests.contract.protocol.support import REPO, TEST_BACKENDS, TIMEOUT_S
+from tests.contract.protocol.models import BIG_IN, add_one_model, big_weights, external_data_model
 
 FILES = ["model.onnx", "weights.bin"]
 

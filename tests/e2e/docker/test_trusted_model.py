@@ -64,7 +64,7 @@ def test_load_model_with_trust_opens_a_saved_torch_artifact_in_the_container(ima
     import torch
 
     from orchestrator.loader import SavedModelError
-    from tests.orchestrator.test_untrusted_archives import saved_directory
+    from tests.e2e.cli.test_untrusted_archives import saved_directory
 
     marker = Path("/tmp") / f"speedster-trusted-{uuid.uuid4().hex}"
     small = save_small_model(model_dir / "small.pt2")

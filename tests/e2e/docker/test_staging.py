@@ -16,7 +16,7 @@ from speedster_run.shared import tensors
 from speedster_run.shared.files import sha256_file
 from speedster_run.runner.v1 import runner_pb2 as pb
 from tests.conftest import mlp_onnx
-from tests.docker.conftest import run_containers
+from tests.e2e.docker.conftest import run_containers
 
 pytestmark = pytest.mark.docker
 

@@ -7,7 +7,7 @@ import json
 
 from orchestrator.cli import main
 from tests.crafted_archives import save_small_model
-from tests.remote.support import RemoteRunner
+from tests.e2e.remote.support import RemoteRunner
 
 
 def test_a_trusted_run_through_remote_runners(tmp_path, monkeypatch, capsys):

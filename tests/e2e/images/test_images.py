@@ -15,7 +15,7 @@ import pytest
 from orchestrator import images
 from runners import healthcheck
 from speedster_run.shared import catalog
-from tests.images.conftest import CPU_BACKENDS, speedster_run, start_runner, stop_runner
+from tests.e2e.images.conftest import CPU_BACKENDS, speedster_run, start_runner, stop_runner
 
 # What the isolation tests rely on: two images whose numpy cannot share one environment.
 NUMPY_MAJOR = {"onnxruntime": "2", "openvino": "1", "torch": "2", "iree": "2", "tvm": "2"}

@@ -25,7 +25,7 @@ from orchestrator.images import image_name
 from speedster_run.shared import catalog
 from tests.conftest import assert_user_error, mlp_onnx
 from tests.docker_support import docker_engine, missing, require_images  # noqa: F401  (docker_engine: a fixture)
-from tests.remote.support import REPO, TOKEN, free_port, make_pki
+from tests.e2e.remote.support import REPO, TOKEN, free_port, make_pki
 
 COMPOSE_FILE = REPO / "compose" / "docker-compose.yml"
 TLS_COMPOSE_FILE = REPO / "compose" / "docker-compose.tls.yml"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from orchestrator.runner_client import wait_until_serving
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TOKEN = "s3cret-token-for-tests"
 
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.orchestrator.test_cli import FAST, cli
+from tests.e2e.cli.test_cli import FAST, cli
 
 
 @pytest.fixture(scope="module")

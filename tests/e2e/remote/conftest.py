@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.remote.support import TOKEN, RemoteRunner, make_pki
+from tests.e2e.remote.support import TOKEN, RemoteRunner, make_pki
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from speedster_run.runner.v1 import GRPC_OPTIONS, SERVICE_NAME
 from speedster_run.runner.v1 import runner_pb2 as pb
 from speedster_run.runner.v1 import runner_pb2_grpc as pb_grpc
 from tests.conftest import mlp_onnx
-from tests.remote.support import REPO, TOKEN, RemoteRunner, free_port, runner_env
+from tests.e2e.remote.support import REPO, TOKEN, RemoteRunner, free_port, runner_env
 
 
 def raw_describe(channel) -> grpc.StatusCode:

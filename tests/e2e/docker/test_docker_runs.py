@@ -8,7 +8,7 @@ from orchestrator.config import RunConfig, TimingConfig
 from orchestrator.run import optimize
 from orchestrator.sandboxes.docker import DockerSandbox
 from tests.conftest import mlp_onnx
-from tests.docker.conftest import run_containers
+from tests.e2e.docker.conftest import run_containers
 
 pytestmark = pytest.mark.docker
 

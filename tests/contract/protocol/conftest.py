@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # SPEEDSTER_RUN_BACKENDS names "tests.fakes..." and "tests.protocol..." modules
+REPO = Path(__file__).resolve().parents[3]
+if str(REPO) not in sys.path:  # SPEEDSTER_RUN_BACKENDS names "tests.fakes..." and "tests.contract.protocol..." modules
     sys.path.insert(0, str(REPO))
 
-from tests.protocol.support import live_runner  # noqa: E402
+from tests.contract.protocol.support import live_runner  # noqa: E402
 
 
 @pytest.fixture(scope="module")

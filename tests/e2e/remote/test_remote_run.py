@@ -19,7 +19,7 @@ from orchestrator.sandboxes.factory import make_sandbox
 from orchestrator.sandboxes.remote import RemoteSandbox, parse_runner
 from speedster_run.runner.v1 import runner_pb2 as pb
 from tests.conftest import FAKE_BACKEND, FAST, assert_user_error, cli, mlp_onnx
-from tests.remote.support import TOKEN, RemoteRunner, free_port, runner_env
+from tests.e2e.remote.support import TOKEN, RemoteRunner, free_port, runner_env
 
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.config import RunConfig, TimingConfig
 from orchestrator.run import optimize
-from tests.docker.conftest import fake_sandbox, run_containers
+from tests.e2e.docker.conftest import fake_sandbox, run_containers
 
 pytestmark = pytest.mark.docker
 

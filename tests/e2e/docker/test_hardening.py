@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from orchestrator.sandboxes.docker import DockerSandbox
-from tests.docker.conftest import run_containers
+from tests.e2e.docker.conftest import run_containers
 
 pytestmark = pytest.mark.docker
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from runners.backends.base import Artifact, Availability, Backend, LoadedModel, LoadSpec, Offer
 
-ECHO_BACKENDS = ("echo=tests.protocol.echo_backend:EchoBackend,"
-                 "bad_probe=tests.protocol.echo_backend:BadProbeBackend")
+ECHO_BACKENDS = ("echo=tests.contract.protocol.echo_backend:EchoBackend,"
+                 "bad_probe=tests.contract.protocol.echo_backend:BadProbeBackend")
 SLEEP_S = 0.2
 SLOW_LOAD_S = 1.0
 VARIANTS = ("ok", "sleep", "segv", "abort", "exit3", "slow_load", "hang")

@@ -19,8 +19,8 @@ from speedster_run.shared.errors import (CATEGORIES, STATUS_CODES, CallerGoneErr
                             UnknownModelError, failure, status_code)
 from runners.servicer import RunnerServicer
 from speedster_run.runner.v1 import runner_pb2 as pb
-from tests.protocol.support import TIMEOUT_S, live_runner
-from tests.protocol.models import add_one_model, string_model
+from tests.contract.protocol.support import TIMEOUT_S, live_runner
+from tests.contract.protocol.models import add_one_model, string_model
 
 X = np.arange(8, dtype=np.float32).reshape(2, 4)
 

@@ -12,8 +12,8 @@ import pytest
 from speedster_run.shared import tensors
 from speedster_run.shared.tensors import TensorFormatError
 from speedster_run.runner.v1 import runner_pb2 as pb
-from tests.protocol.support import TIMEOUT_S
-from tests.protocol.models import ORT_DTYPES, identity_model
+from tests.contract.protocol.support import TIMEOUT_S
+from tests.contract.protocol.models import ORT_DTYPES, identity_model
 
 ALL_DTYPES = ["float32", "float16", "bfloat16", "float64", "int8", "int16", "int32", "int64",
               "uint8", "uint16", "uint32", "uint64", "bool"]
