@@ -63,6 +63,13 @@ def load_report(path: Path) -> dict:
     return report
 
 
+def _machine(report: dict) -> dict:
+    """What makes two hosts comparable: the processor and the cores the runs could use, not the host name (a
+    container's is its id, new every run)."""
+    host = report.get("environment", {}).get("host", {})
+    return {key: host.get(key) for key in ("cpu", "cpu_count", "cpus_allowed", "platform") if key in host}
+
+
 def _samples(candidate: dict | None) -> list[list[int]]:
     return [r for r in (candidate or {}).get("latencies_ns") or [] if r]
 
@@ -111,9 +118,13 @@ def compare_reports(base: dict, new: dict, max_regression: float = DEFAULT_MAX_R
     notes = []
     if base.get("source", {}).get("sha256") != new.get("source", {}).get("sha256"):
         notes.append("the model changed (sha256 differs)")
-    for key, what in (("host", "host"), ("backends", "backend versions")):
-        if base.get("environment", {}).get(key) != new.get("environment", {}).get(key):
-            notes.append(f"the {what} differ")
+    base_host, new_host = _machine(base), _machine(new)
+    if base_host != new_host:
+        differ = ", ".join(f"{key}: {base_host.get(key)} vs {new_host.get(key)}"
+                           for key in sorted(set(base_host) | set(new_host)) if base_host.get(key) != new_host.get(key))
+        notes.append(f"the machines differ ({differ})")
+    if base.get("environment", {}).get("backends") != new.get("environment", {}).get("backends"):
+        notes.append("the backends' versions differ")
 
     by_name = {c["name"]: c for c in base["candidates"]}
     new_by_name = {c["name"]: c for c in new["candidates"]}

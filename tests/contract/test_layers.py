@@ -64,3 +64,14 @@ def test_the_shared_layer_depends_on_neither_side(top):
 
 def test_the_runners_import_nothing_of_the_orchestrator():
     assert not imports_of(REPO / "runners", "orchestrator")
+
+
+ORCHESTRATOR_ONLY_PACKAGES = ("tabulate", "docker", "yaml")  # the table, the docker SDK, test tooling
+
+
+@pytest.mark.parametrize("tree", ["runners", "proto/speedster_run"])
+def test_the_runner_side_needs_none_of_the_orchestrators_dependencies(tree):
+    """Runner images install the runner side, the shared layer and their backend, nothing the orchestrator needs."""
+    found = {file: modules for package in ORCHESTRATOR_ONLY_PACKAGES
+             for file, modules in imports_of(REPO / tree, package).items()}
+    assert not found, f"{tree} imports what only the orchestrator needs: {found}"

@@ -17,6 +17,9 @@ from runners import healthcheck
 from speedster_run.shared import catalog
 from tests.e2e.images.conftest import CPU_BACKENDS, speedster_run, start_runner, stop_runner
 
+# Dependencies of the orchestrator alone (the table, the docker SDK): the runner side never imports them
+# (tests/contract/test_layers.py), so no runner image installs them.
+ORCHESTRATOR_ONLY = {"tabulate", "docker"}
 # What the isolation tests rely on: two images whose numpy cannot share one environment.
 NUMPY_MAJOR = {"onnxruntime": "2", "openvino": "1", "torch": "2", "iree": "2", "tvm": "2"}
 
@@ -26,7 +29,8 @@ NUMPY_MAJOR = {"onnxruntime": "2", "openvino": "1", "torch": "2", "iree": "2", "
 @pytest.mark.parametrize("backend", catalog.names())
 def test_every_image_pins_every_requirement_and_the_core_deps(backend):
     pins = images.read_requirements(backend)  # raises on any line that is not name==version
-    assert {"numpy", "grpcio", "grpcio-health-checking", "protobuf", "onnx", "ml-dtypes", "tabulate"} <= set(pins)
+    assert {"numpy", "grpcio", "grpcio-health-checking", "protobuf", "onnx", "ml-dtypes"} <= set(pins)
+    assert not set(pins) & ORCHESTRATOR_ONLY, "a runner image needs the runner side and the shared layer only"
     major, minor = (int(part) for part in pins["protobuf"].split(".")[:2])
     assert (major, minor) >= (7, 35), "the generated code needs protobuf >= 7.35.1"
     assert json.loads(images.versions_label(backend)) == pins
