@@ -241,13 +241,40 @@ def _backend_options(items: list[str]) -> dict[str, dict[str, str]]:
 
 
 class Progress:
-    """One line per step on stderr, with the time since the start."""
+    """One line per step on stderr, with the time since the start. A step can take minutes with nothing to say (a
+    compile, a benchmark round): after `quiet_s` seconds without a line, a ticker says the step is still running and
+    for how long, so that a slow run does not look like a hung one."""
 
-    def __init__(self) -> None:
+    def __init__(self, quiet_s: float = 10.0) -> None:
         self.started = time.perf_counter()
+        self.quiet_s = quiet_s
+        self._lock = threading.Lock()  # steps are said from several threads (runners start in parallel)
+        self._step = ""
+        self._step_started = self._last_line = self.started
+        self._closed = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="progress-ticker", daemon=True)
+        self._ticker.start()
 
     def __call__(self, message: str) -> None:
-        print(f"[{time.perf_counter() - self.started:6.1f}s] {message}", file=sys.stderr, flush=True)
+        with self._lock:
+            now = time.perf_counter()
+            self._step, self._step_started = message, now
+            self._write(message, now)
+
+    def _write(self, message: str, now: float) -> None:
+        print(f"[{now - self.started:6.1f}s] {message}", file=sys.stderr, flush=True)
+        self._last_line = now
+
+    def _tick(self) -> None:
+        while not self._closed.wait(min(1.0, self.quiet_s / 4)):
+            with self._lock:
+                now = time.perf_counter()
+                if self._step and now - self._last_line >= self.quiet_s:
+                    self._write(f"... {self._step} still running ({now - self._step_started:.0f} s)", now)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._ticker.join()
 
 
 def optimize_command(argv: list[str]) -> int:
@@ -258,7 +285,12 @@ def optimize_command(argv: list[str]) -> int:
 
     args = run_parser().parse_args(argv)
     config = build_config(args)
-    report = optimize(config, progress=_quiet if args.quiet else Progress())
+    progress = None if args.quiet else Progress()
+    try:
+        report = optimize(config, progress=progress or _quiet)
+    finally:
+        if progress is not None:
+            progress.close()
     print()
     print(table(report))
     print()

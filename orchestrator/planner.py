@@ -74,6 +74,36 @@ def device_for(device: str, kinds) -> str | None:
     return None
 
 
+# Untuned TVM on a CPU runs tens of times slower than the other runtimes there (its default pipeline schedules loops
+# naively) and its compile and check take a minute: it competes on a CPU only when tuned, or when asked for by name.
+UNTUNED_TVM_ON_CPU = ("untuned TVM on CPU is far slower than the other runtimes; --tune-budget SECONDS tunes it, "
+                      "--backends tvm forces it")
+
+
+def run_formats(source_format: str) -> tuple[str, ...]:
+    """The model formats a run can hand its runners: the original's, plus ONNX where a torch artifact is exported
+    to it (whether the export succeeds is known later; a backend that needs it is started while it runs)."""
+    return (source_format,) if source_format == catalog.ONNX else (source_format, catalog.ONNX)
+
+
+def not_applicable(backend: str, config: RunConfig, formats: tuple[str, ...]) -> str | None:
+    """Why the backend cannot help this run, from the catalog alone (nothing started): it cannot serve the run's
+    device kind, or compiles none of the run's formats, or it is untuned TVM on a CPU nobody asked for. None where
+    it may help, and for a plug-in backend the catalog does not know (its runner's Describe says)."""
+    entry = catalog.get(backend)
+    if entry is None:
+        return None
+    kind = config.device.partition(":")[0]
+    if device_for(config.device, entry.devices) is None:
+        return f"serves {', '.join(entry.devices)} only, not {kind}"
+    if not any(fmt in entry.formats for fmt in formats):
+        return f"compiles {', '.join(entry.formats)}; this run has {', '.join(formats)}"
+    if (backend == "tvm" and kind == "cpu" and config.tune_budget_s is None
+            and backend not in (config.backends or ())):
+        return UNTUNED_TVM_ON_CPU
+    return None
+
+
 def plan(
     descriptions: dict[str, pb.DescribeResponse], formats: dict[str, str], config: RunConfig
 ) -> tuple[list[Candidate], list[Skipped]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -48,6 +49,9 @@ class RunnerPool:
         self._live: dict[str, _Live] = {}
         self._generations: dict[str, int] = {}
         self._attached: set[str] = set()  # keys served in this process (orchestrator.in_process), never started
+        # Runners of different backends start in parallel threads; one backend's runner is started once.
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
 
     def attach(self, key: str, client, description: str) -> None:
         """Serves `key` with a client that needs no runner (the user's own model in this process)."""
@@ -55,7 +59,18 @@ class RunnerPool:
         self._generations[key] = 1
         self._live[key] = _Live(RunnerProcess(backend=key, target=client.target, description=description), client, 1)
 
+    def _backend_lock(self, backend: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(backend, threading.Lock())
+
     def _runner(self, backend: str) -> _Live:
+        live = self._live.get(backend)
+        if live is not None:
+            return live
+        with self._backend_lock(backend):
+            return self._start(backend)
+
+    def _start(self, backend: str) -> _Live:
         live = self._live.get(backend)
         if live is None:
             try:

@@ -20,7 +20,7 @@ REPORT_VERSION = 1
 
 @dataclasses.dataclass
 class FailureRecord:
-    category: str  # unavailable, export, compile, runtime, timeout, crash, oom, accuracy
+    category: str  # not applicable, unavailable, export, compile, runtime, timeout, crash, oom, accuracy
     message: str
     stage: str = ""  # plan, export, load, check, benchmark
     detail: str = ""

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 
@@ -98,6 +99,9 @@ class Run:
         self.slots: list[Slot] = []
         self.driver: CandidateDriver | None = None
         self.start_failures: dict[str, CallFailure] = {}  # backends whose runner would not start, twice
+        self.not_applicable: list[CandidateResult] = []  # backends the catalog rules out: no runner started
+        # The original's outputs on a CPU run: they are the references, and its own accuracy check reuses them.
+        self._original_outputs: list[dict[str, np.ndarray]] | None = None
 
     def original_candidate(self) -> Candidate:
         """The speedups' baseline: the caller's own model in this process when the run has it (the Python API),
@@ -110,20 +114,51 @@ class Run:
     def _phase(self, name: str, started: float) -> None:
         self.phases_s[name] = self.phases_s.get(name, 0.0) + time.perf_counter() - started
 
-    def describe(self, backends: list[str]) -> None:
-        started = time.perf_counter()
+    def applicable(self, backends: list[str]) -> list[str]:
+        """The backends worth a runner, planned from the catalog before anything starts: the others (a device kind
+        they cannot serve, no format of this run they compile, untuned TVM on a CPU) get a "not applicable" row and
+        one progress line. The original's runner always starts: it computes the references."""
+        formats = planner.run_formats(self.source.format)
+        needed = self.reference_backends()
+        kept, reasons = [], []
         for backend in backends:
-            kind, note = self.pool.sandbox.placement(backend)
-            self.say(f"starting the {backend} runner ({kind}{': ' + note if note else ''})")
-            try:
-                self.descriptions[backend] = self._describe(backend)
-            except CallFailure as error:
-                twice = error.category != "unavailable"
-                if twice:
-                    self.start_failures[backend] = error
-                self.descriptions[backend] = pb.DescribeResponse(backend=backend, available=False, unavailable_reason=(
-                    f"runner failed to start twice: {error}" if twice else f"runner cannot start: {error.message}"))
+            reason = None if backend in needed else planner.not_applicable(backend, self.config, formats)
+            if reason is None:
+                kept.append(backend)
+                continue
+            row = CandidateResult(name=backend, backend=backend, precision="", variant="")
+            row.fail("not applicable", reason, "plan")
+            self.not_applicable.append(row)
+            reasons.append(f"{backend} ({reason})")
+        if reasons:
+            self.say(f"not applicable, no runner started: {'; '.join(reasons)}")
+        return kept
+
+    def describe(self, backends: list[str]) -> None:
+        """Starts the runners, several at once where the sandbox allows it (a start mostly waits on a runner
+        importing its libraries), and keeps their descriptions in the backends' order."""
+        started = time.perf_counter()
+        width = max(1, min(len(backends), self.pool.sandbox.concurrent_starts))
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="runner-start") as starting:
+            answers = list(starting.map(self._start_and_describe, backends))
+        for backend, (description, failure) in zip(backends, answers):
+            self.descriptions[backend] = description
+            if failure is not None:
+                self.start_failures[backend] = failure
         self._phase("start_runners", started)
+
+    def _start_and_describe(self, backend: str) -> tuple[pb.DescribeResponse, CallFailure | None]:
+        """The backend's description, and the failure when its runner failed to start twice."""
+        kind, note = self.pool.sandbox.placement(backend)
+        self.say(f"starting the {backend} runner ({kind}{': ' + note if note else ''})")
+        try:
+            return self._describe(backend), None
+        except CallFailure as error:
+            if error.category == "unavailable":  # no image, no engine: not a crash, and not tried twice
+                reason, failure = f"runner cannot start: {error.message}", None
+            else:
+                reason, failure = f"runner failed to start twice: {error}", error
+            return pb.DescribeResponse(backend=backend, available=False, unavailable_reason=reason), failure
 
     def _describe(self, backend: str) -> pb.DescribeResponse:
         """The runner's description; a runner that fails to start (or to answer) gets one more try, so that a
@@ -195,15 +230,18 @@ class Run:
             message = f"{skip.reason}: {export_error}" if skip.category == "export" and export_error else skip.reason
             row.fail(skip.category, message, "plan")
             self.rows.append(row)
+        self.rows.extend(self.not_applicable)
         return [new_slot(c) for c in candidates]
 
     def references(self, driver: CandidateDriver, original: Slot) -> list[dict[str, np.ndarray]] | None:
-        """Reference outputs from the original model on the CPU in fp32, computed once."""
-        self.say(f"{original.candidate.name}: computing reference outputs (original model)")
+        """Reference outputs from the original model on the CPU in fp32, computed once. On a CPU run they are the
+        original's own outputs, which are then its accuracy check too: the original is inferred once."""
+        self.say(f"[1/{len(self.slots)}] {original.candidate.name} (original): computing reference outputs")
         if self.config.device == "cpu":
             if not driver.load(original):
                 return None
-            return driver.outputs(original)
+            self._original_outputs = driver.outputs(original)
+            return self._original_outputs
         reference = new_slot(planner.original_candidate(self.source.format, "cpu"))
         loaded = driver.load(reference)
         outputs = driver.outputs(reference) if loaded else None
@@ -217,9 +255,17 @@ class Run:
 
     def execute(self, backends: list[str]) -> RunReport:
         started = time.perf_counter()
-        self.describe(backends + [b for b in self.reference_backends() if b not in backends])
+        backends = self.applicable(backends + [b for b in self.reference_backends() if b not in backends])
+        # The runners start while the torch artifact is exported: both mostly wait (on imports, on torch.export).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="runner-starts") as background:
+            starting = background.submit(self.describe, backends)
+            try:
+                sources, export_error = self.model_files()
+            except BaseException:
+                starting.exception()  # the starts finish (the pool stops those runners); the export's error wins
+                raise
+            starting.result()  # a user error at start (a remote runner's token) is raised here
         self.check_device_seen()
-        sources, export_error = self.model_files()
         slots = self.plan(sources, export_error)
         for note in defaulted_batch_notes(self.config, self.source):  # said once nothing can be a user error
             self.say(note)
@@ -234,7 +280,7 @@ class Run:
                 slot.result.fail("unavailable", "not tried: the original model failed, so there is no reference "
                                  "to check outputs against", "plan")
         else:
-            driver.check(original, references)
+            driver.check(original, references, outputs=self._original_outputs)
             for index, slot in enumerate(slots[1:], start=2):
                 self.say(f"[{index}/{len(slots)}] {slot.candidate.name}: compiling")
                 if driver.load(slot):
@@ -300,8 +346,14 @@ class Run:
             if not live:
                 return
             shift = round_index % len(live)
-            self.say(f"benchmark round {round_index + 1}/{rounds}: {len(live)} candidates")
-            for slot in live[shift:] + live[:shift]:
+            for position, slot in enumerate(live[shift:] + live[:shift], start=1):
+                left = ""
+                if round_iterations is None:  # a time budget per round: what remains is known (at most)
+                    turns_left = len(live) - position + 1 + (rounds - round_index - 1) * len(live)
+                    seconds = turns_left * round_budget_s
+                    left = f", about {seconds:.0f} s left" if seconds >= 10 else f", about {seconds:.1f} s left"
+                self.say(f"benchmark round {round_index + 1}/{rounds}: candidate {position}/{len(live)} "
+                         f"{slot.candidate.name}{left}")
                 if not self.driver.benchmark_round(slot, round_budget_s, round_iterations):
                     self.say(f"{slot.candidate.name}: {slot.result.failure.category}: {slot.result.failure.message}")
             hopeless |= self._hopeless([s for s in live if s.alive], round_index + 1)

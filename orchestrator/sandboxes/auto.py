@@ -6,6 +6,7 @@ made once per backend, says why, and ends up in the progress output and the repo
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +21,9 @@ def _why(error: Exception) -> str:
 
 class AutoSandbox(Sandbox):
     name = "auto"
+    # Local runners start in parallel; containers start one at a time (the Docker sandbox's client and counters are
+    # not shared across threads), under _docker_starts.
+    concurrent_starts = 4
 
     def __init__(self, device: str = "cpu", docker_options: dict | None = None, local: Sandbox | None = None,
                  docker: Sandbox | None = None):
@@ -32,6 +36,8 @@ class AutoSandbox(Sandbox):
         self._shares: list[tuple[Path, tuple[Path, ...]]] = []
         self._routes: dict[str, tuple[Sandbox, str, str]] = {}  # backend -> (sandbox, kind, note)
         self._owners: list[tuple[RunnerProcess, Sandbox]] = []
+        self._lock = threading.RLock()  # routes, owners and the lazily made sandboxes, from parallel starts
+        self._docker_starts = threading.Lock()
 
     def _local_sandbox(self) -> Sandbox:
         if self._local is None:
@@ -58,6 +64,10 @@ class AutoSandbox(Sandbox):
         return self._docker
 
     def _route(self, backend: str) -> tuple[Sandbox, str, str]:
+        with self._lock:
+            return self._route_locked(backend)
+
+    def _route_locked(self, backend: str) -> tuple[Sandbox, str, str]:
         if backend not in self._routes:
             docker = self._docker_sandbox()
             if docker is None:
@@ -71,7 +81,9 @@ class AutoSandbox(Sandbox):
         return self._routes[backend]
 
     def _owner(self, runner: RunnerProcess) -> Sandbox:
-        for started, sandbox in self._owners:
+        with self._lock:
+            owners = list(self._owners)
+        for started, sandbox in owners:
             if started is runner:
                 return sandbox
         raise KeyError(f"runner {runner.description} was not started by this sandbox")
@@ -98,13 +110,21 @@ class AutoSandbox(Sandbox):
 
         sandbox = self._route(backend)[0]
         try:
-            runner = sandbox.start(backend, threads, ready_timeout_s)
+            runner = self._start_in(sandbox, backend, threads, ready_timeout_s)
         except ContainerStartError as error:  # the engine cannot run it here (a GPU without its runtime...)
-            sandbox = self._local_sandbox()
-            self._routes[backend] = (sandbox, "local", _why(error))
+            with self._lock:
+                sandbox = self._local_sandbox()
+                self._routes[backend] = (sandbox, "local", _why(error))
             runner = sandbox.start(backend, threads, ready_timeout_s)
-        self._owners.append((runner, sandbox))
+        with self._lock:
+            self._owners.append((runner, sandbox))
         return runner
+
+    def _start_in(self, sandbox: Sandbox, backend: str, threads: int, ready_timeout_s: float) -> RunnerProcess:
+        if sandbox.concurrent_starts > 1:
+            return sandbox.start(backend, threads, ready_timeout_s)
+        with self._docker_starts:
+            return sandbox.start(backend, threads, ready_timeout_s)
 
     def client(self, runner: RunnerProcess):
         return self._owner(runner).client(runner)

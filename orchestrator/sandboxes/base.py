@@ -45,6 +45,10 @@ class Sandbox(abc.ABC):
     # False where kill() cannot stop a runner (one that others operate): a call past its deadline then leaves the
     # runner in place, still busy, and the pool keeps using it.
     can_kill: bool = True
+    # How many runners a run may start at once through this sandbox: a start mostly waits on a process importing
+    # its libraries, so starting several together shortens a run. 1 for a sandbox whose start() is not safe to
+    # call from several threads.
+    concurrent_starts: int = 1
 
     @abc.abstractmethod
     def start(self, backend: str, threads: int, ready_timeout_s: float) -> RunnerProcess:

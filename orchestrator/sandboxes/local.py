@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from orchestrator.runner_client import wait_until_serving
@@ -34,6 +36,7 @@ def describe_exit(returncode: int) -> ExitInfo:
 
 class LocalSandbox(Sandbox):
     name = "local"
+    concurrent_starts = 4  # each start is its own child process; only the counter and the list below are shared
 
     def __init__(self, workdir: Path | None = None, python: str = sys.executable, pin_cpus: bool = True):
         self.python = python
@@ -41,6 +44,11 @@ class LocalSandbox(Sandbox):
         self.workdir = Path(tempfile.mkdtemp(prefix="speedster-run-", dir=workdir))
         self._started: list[RunnerProcess] = []
         self._count = 0
+        self._lock = threading.Lock()  # starts run in parallel threads: _count and _started are shared
+        # Every runner is spawned by this one thread, alive as long as the sandbox: the kernel's parent-death signal
+        # (which the runner sets on itself) fires when the *thread* that forked it ends, so a runner spawned by a
+        # short-lived thread (a parallel start) would be killed as soon as that thread finished.
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runner-spawner")
 
     def _environment(self, threads: int) -> dict[str, str]:
         env = dict(os.environ)
@@ -61,18 +69,20 @@ class LocalSandbox(Sandbox):
                 "--workdir", str(self.workdir)]
 
     def start(self, backend: str, threads: int, ready_timeout_s: float = 120.0) -> RunnerProcess:
-        self._count += 1
-        socket_path = self.workdir / f"{backend}-{self._count}.sock"
-        log_path = self.workdir / f"{backend}-{self._count}.stderr"
+        with self._lock:
+            self._count += 1
+            number = self._count
+        socket_path = self.workdir / f"{backend}-{number}.sock"
+        log_path = self.workdir / f"{backend}-{number}.stderr"
         command = self._command(backend, socket_path)
         with open(log_path, "wb") as log:
             try:
                 # No preexec_fn: it would turn subprocess's vfork() into a fork() that runs gRPC's fork handlers in
                 # the child (see proto/speedster_run/shared/parent_death.py). Its own session: Ctrl-C reaches only the orchestrator.
-                process = subprocess.Popen(
-                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                process = self._spawner.submit(
+                    subprocess.Popen, command, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                     env=self._environment(threads), start_new_session=True,
-                )
+                ).result()
             except OSError as error:
                 raise SandboxError(f"cannot start runner for {backend}: {error}") from error
         if self.pin_cpus and threads > 0 and hasattr(os, "sched_setaffinity"):
@@ -82,7 +92,8 @@ class LocalSandbox(Sandbox):
                 os.sched_setaffinity(process.pid, allowed[:threads])
         runner = RunnerProcess(backend=backend, target=f"unix://{socket_path}",
                                description=f"local process pid {process.pid}", handle=(process, log_path, command))
-        self._started.append(runner)
+        with self._lock:
+            self._started.append(runner)
         deadline = time.monotonic() + ready_timeout_s
         while not (socket_path.exists() and
                    wait_until_serving(runner.target, timeout_s=min(1.0, max(0.1, deadline - time.monotonic())))):
@@ -110,8 +121,9 @@ class LocalSandbox(Sandbox):
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        if runner in self._started:
-            self._started.remove(runner)
+        with self._lock:
+            if runner in self._started:
+                self._started.remove(runner)
 
     def kill(self, runner: RunnerProcess) -> None:
         process = runner.handle[0]
@@ -130,6 +142,9 @@ class LocalSandbox(Sandbox):
         return shlex.join(runner.handle[2])
 
     def close(self) -> None:
-        for runner in list(self._started):
+        with self._lock:
+            started = list(self._started)
+        for runner in started:
             self.stop(runner)
+        self._spawner.shutdown(wait=True)
         shutil.rmtree(self.workdir, ignore_errors=True)

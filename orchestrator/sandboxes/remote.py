@@ -148,6 +148,7 @@ class RemoteSandbox(Sandbox):
     name = "remote"
     shares_filesystem = False
     can_kill = False
+    concurrent_starts = 4  # a start only dials a runner that already serves
 
     def __init__(self, addresses: Iterable[tuple[str, str]], security: RunnerSecurity | None = None,
                  ready_timeout_s: float = READY_TIMEOUT_S):

@@ -5,6 +5,15 @@ fp32 is the model as written. fp16 and bf16 demote the inputs of matmuls and con
 (--iree-global-opt-demote-contraction-inputs-*): accumulation, element-wise ops and the model's inputs and outputs stay
 f32. IREE's whole-model demotion (--iree-input-demote-f32-to-f16) is not used: in IREE 3.13 it returns f16 buffers
 labelled f32, so outputs would be read past their end.
+
+The demotion pass rewrites named linalg contractions only. From O2 on, global optimisation generalises named matmuls
+before that pass runs, so the reduced-precision variants turn generalisation off (--iree-opt-generalize-matmul=false).
+Convolutions that channels-last rewriting or unit-dim folding made generic are still left alone, and a model may have
+nothing left to demote: the program is compiled up to global optimisation first and checked for the demoted type
+(iree_demotion), and a variant that would be fp32 under another name fails as "unavailable".
+
+Symbolic input dims stay dynamic in the compiled module, which then serves any size. Where IREE fails to compile them,
+the model is compiled again specialised to the first calibration sample's shapes (iree_shapes), and the details say so.
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ import numpy as np
 
 from runners.backends.base import (Artifact, Availability, Backend, LoadedModel, LoadSpec, Offer, TensorInfo,
                                    device_index, device_kind)
+from runners.backends.iree_demotion import DEMOTED_TYPE, check_demotion, type_mentions
+from runners.backends.iree_shapes import STATIC_NAME, describe, sample_sizes, specialised_signature, write_specialised
 from speedster_run.shared.errors import CandidateError, mentions_out_of_memory, one_line
 
 ARTIFACT_FORMAT = "iree_vmfb"
@@ -36,10 +47,12 @@ SIDECAR_NAME = "model.json"  # inputs, outputs, entry function: a .vmfb does not
 PRECISION_FLAGS = {
     "fp32": (),
     "fp16": ("--iree-global-opt-demote-contraction-inputs-type=f16",
-             "--iree-global-opt-demote-contraction-inputs-operations=all"),
+             "--iree-global-opt-demote-contraction-inputs-operations=all", "--iree-opt-generalize-matmul=false"),
     "bf16": ("--iree-global-opt-demote-contraction-inputs-type=bf16",
-             "--iree-global-opt-demote-contraction-inputs-operations=all"),
+             "--iree-global-opt-demote-contraction-inputs-operations=all", "--iree-opt-generalize-matmul=false"),
 }
+# The phase after which demoted contractions are visible in the IR, and from which compilation resumes.
+DEMOTION_PHASE = "global-optimization"
 PRECISION_NOTES = {
     "fp32": "none (f32 throughout)",
     "fp16": "matmul/conv inputs demoted to f16, f32 accumulation, element-wise ops and I/O in f32",
@@ -156,17 +169,68 @@ def _compile(spec: LoadSpec) -> tuple[Path, dict[str, Any], dict[str, str]]:
     """ONNX -> (opset upgrade) -> MLIR (torch dialect) -> .vmfb in spec.workdir."""
     if device_kind(spec.device) == "cuda" and spec.device not in _cuda_devices():
         raise CandidateError("unavailable", f"iree's CUDA driver does not see {spec.device} (no GPU, or no libcuda)")
-    flags = _target_flags(spec) + _optimization_flags(spec) + list(PRECISION_FLAGS[spec.precision])
+    base_flags = _target_flags(spec) + _optimization_flags(spec)
+    flags = base_flags + list(PRECISION_FLAGS[spec.precision])
     spec.workdir.mkdir(parents=True, exist_ok=True)
     onnx_path, signature, details = _prepare_onnx(Path(spec.model_path), spec.workdir)
     mlir = spec.workdir / "model.mlir"
-    _import_onnx(onnx_path, mlir)
     vmfb = spec.workdir / VMFB_NAME
-    _run_compiler(mlir, vmfb, flags)
+    _import_onnx(onnx_path, mlir)
+    try:
+        _compile_mlir(spec, mlir, vmfb, flags, base_flags, details)
+    except CandidateError as error:
+        if error.category != "compile" or details["dynamic_dims"] == "none":
+            raise
+        onnx_path, signature = _specialise(spec, onnx_path, signature, details, error)
+        _import_onnx(onnx_path, mlir)
+        _compile_mlir(spec, mlir, vmfb, flags, base_flags, details)
     signature["function"] = _entry_function(vmfb)
     details.update({"source": "model", "compile_flags": " ".join(flags), "quantization": "none",
                     "demotion": PRECISION_NOTES[spec.precision], "vmfb_bytes": str(vmfb.stat().st_size)})
     return vmfb, signature, details
+
+
+def _compile_mlir(spec: LoadSpec, mlir: Path, vmfb: Path, flags: list[str], base_flags: list[str],
+                  details: dict[str, str]) -> None:
+    """The imported MLIR to a .vmfb: in one go for fp32, in two checked steps for a demoted precision."""
+    if PRECISION_FLAGS[spec.precision]:
+        details["demotion_check"] = _compile_demoted(spec, mlir, vmfb, flags, base_flags)
+    else:
+        _run_compiler(mlir, vmfb, flags)
+
+
+def _specialise(spec: LoadSpec, onnx_path: Path, signature: dict[str, Any], details: dict[str, str],
+                error: CandidateError) -> tuple[Path, dict[str, Any]]:
+    """After a failed compile with dynamic dims: a copy of the model with them fixed to the first calibration
+    sample's sizes, and the signature to match (see iree_shapes); the details say so, and why."""
+    if not spec.calibration:
+        raise CandidateError("compile", f"{error.message} (with dynamic dims {details['dynamic_dims']}; no "
+                                        "calibration sample to specialise them to)", detail=error.detail) from None
+    sizes = sample_sizes(signature["inputs"], spec.calibration[0])
+    specialised = write_specialised(onnx_path, spec.workdir / STATIC_NAME, sizes)
+    reason = error.message.removeprefix("iree-compile failed: ")[:160]
+    details["shapes"] = (f"specialised to {describe(sizes, signature['inputs'])} (iree-compile failed on the "
+                         f"dynamic dims {details['dynamic_dims']}: {reason})")
+    details["dynamic_dims"] = "none (specialised)"
+    return specialised, specialised_signature(signature, sizes)
+
+
+def _compile_demoted(spec: LoadSpec, mlir: Path, vmfb: Path, flags: list[str], base_flags: list[str]) -> str:
+    """Compiles in two steps, up to global optimisation and on from there, checking in between that the demotion
+    changed the program (see the module docstring); returns what the check saw, for the details."""
+    optimized = spec.workdir / f"model.{DEMOTION_PHASE}.mlir"
+    _run_compiler(mlir, optimized, [*flags, f"--compile-to={DEMOTION_PHASE}"])
+
+    def compile_reference() -> Path:
+        reference = spec.workdir / f"model.{DEMOTION_PHASE}.fp32.mlir"
+        _run_compiler(mlir, reference, [*base_flags, f"--compile-to={DEMOTION_PHASE}"])
+        return reference
+
+    check_demotion(spec.precision, mlir, optimized, compile_reference)
+    _run_compiler(optimized, vmfb, [*flags, f"--compile-from={DEMOTION_PHASE}"])
+    element_type = DEMOTED_TYPE[spec.precision]
+    count = type_mentions(optimized.read_text(errors="replace"), element_type)
+    return f"{count} mentions of {element_type} in the program after {DEMOTION_PHASE}"
 
 
 def _prepare_onnx(source: Path, workdir: Path) -> tuple[Path, dict[str, Any], dict[str, str]]:
@@ -225,7 +289,7 @@ def _info_from_json(item: dict[str, Any]) -> TensorInfo:
 
 
 def _dynamic_dims(inputs: list[dict[str, Any]]) -> str:
-    """Which input dims stay dynamic in the compiled module: IREE compiles them as such, no fixing needed."""
+    """Which input dims are dynamic: IREE compiles them as such unless that fails (then they are specialised)."""
     dynamic = [f"{item['name']}[{axis}]={item['dim_names'][axis] or '?'}"
                for item in inputs for axis, dim in enumerate(item["shape"]) if dim is None]
     return ",".join(dynamic) or "none"

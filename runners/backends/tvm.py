@@ -161,14 +161,27 @@ def _onnx_tensor_info(value: Any) -> TensorInfo:
     return TensorInfo(value.name, str(np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))), shape, names)
 
 
+def _drop_initialized_inputs(model: Any) -> None:
+    """Removes the graph inputs that also have an initializer (ONNX IR < 4 lists every weight as an input too).
+    TVM's Relax importer makes a parameter of each initializer and, for such an input, adds that same variable to
+    the function's inputs as well: the function then defines it twice and the first pass over it fails with
+    "Check failed: (!usage_map.count(var))". These inputs are never fed here (they are weights), so the model
+    stays the same without them."""
+    initializers = {t.name for t in model.graph.initializer}
+    kept = [v for v in model.graph.input if v.name not in initializers]
+    if len(kept) != len(model.graph.input):
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+
+
 def _import_onnx(path: Path) -> tuple[Any, list[TensorInfo], list[TensorInfo]]:
     """Relax module (weights as parameters after the inputs), inputs and outputs of an ONNX file."""
     import onnx
     from tvm.relax.frontend.onnx import from_onnx
 
     model = onnx.load(str(path))  # resolves external data beside the file
-    initializers = {t.name for t in model.graph.initializer}
-    inputs = [_onnx_tensor_info(v) for v in model.graph.input if v.name not in initializers]
+    _drop_initialized_inputs(model)
+    inputs = [_onnx_tensor_info(v) for v in model.graph.input]
     outputs = [_onnx_tensor_info(v) for v in model.graph.output]
     return from_onnx(model, keep_params_in_input=True), inputs, outputs
 

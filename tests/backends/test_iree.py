@@ -20,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from runners.backends.base import LoadSpec  # noqa: E402
 from runners.backends.iree import IreeBackend, _cpu_flags, _cuda_devices, _target_flags  # noqa: E402
+from runners.backends.iree_demotion import demotion_applied, type_mentions  # noqa: E402
 from speedster_run.shared.errors import CandidateError  # noqa: E402
 from tests.conftest import mlp_onnx, mystery_onnx, save_onnx  # noqa: E402
 
@@ -28,8 +29,8 @@ HAS_CUDA = bool(_cuda_devices())
 
 
 def make_spec(path: Path, workdir: Path, precision: str = "fp32", options: dict | None = None, fmt: str = "onnx",
-              device: str = "cpu", threads: int = 1) -> LoadSpec:
-    return LoadSpec(path, fmt, device, precision, "default", options or {}, threads, [], workdir)
+              device: str = "cpu", threads: int = 1, calibration: list | None = None) -> LoadSpec:
+    return LoadSpec(path, fmt, device, precision, "default", options or {}, threads, calibration or [], workdir)
 
 
 def conv_onnx(path: Path, opset: int = 13) -> Path:
@@ -147,6 +148,45 @@ def test_old_opset_conv_is_upgraded_and_matches(backend: IreeBackend, tmp_path: 
     assert onnx.load(str(tmp_path / "work" / "model.upgraded.onnx")).opset_import[0].version == 17
 
 
+def padded_pool_cnn_onnx(path: Path) -> Path:
+    """Conv-Relu-MaxPool(3x3, stride 2, padded)-GlobalAveragePool-Flatten-Gemm with a symbolic batch, as torch exports
+    a ResNet stem: with the channels-last rewriting, IREE fails to compile the padded pool on a dynamic batch."""
+    weights = {"w": RNG.standard_normal((8, 3, 3, 3)) * 0.3, "b": RNG.standard_normal(8),
+               "fc": RNG.standard_normal((10, 8)) * 0.3, "fb": RNG.standard_normal(10)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["p"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc", "fb"], ["y"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "pool_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()])
+    return save_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_dynamic_batch_that_fails_to_compile_is_specialised_to_the_samples(backend: IreeBackend,
+                                                                          tmp_path: Path) -> None:
+    path = padded_pool_cnn_onnx(tmp_path / "cnn.onnx")
+    x = RNG.standard_normal((2, 3, 16, 16)).astype(np.float32)
+    model = backend.load(make_spec(path, tmp_path / "work", calibration=[{"x": x}]))
+    assert model.details["shapes"].startswith("specialised to x=2x3x16x16 (iree-compile failed on the dynamic dims "
+                                              "x[0]=batch: ")
+    assert "tensor.empty" in model.details["shapes"] and model.details["dynamic_dims"] == "none (specialised)"
+    assert [(t.shape, t.dim_names[0]) for t in model.inputs + model.outputs] == [((2, 3, 16, 16), "batch"),
+                                                                                ((2, 10), "batch")]
+    np.testing.assert_allclose(model.run({"x": x})["y"], ort_outputs(path, {"x": x})["y"], rtol=1e-4, atol=1e-4)
+    with pytest.raises(CandidateError, match=r"shape \[3, 3, 16, 16\].*compiled for those dims"):
+        model.run({"x": RNG.standard_normal((3, 3, 16, 16)).astype(np.float32)})
+
+
+def test_dynamic_batch_without_samples_says_why_it_was_not_specialised(backend: IreeBackend,
+                                                                       tmp_path: Path) -> None:
+    with pytest.raises(CandidateError, match="no calibration sample to specialise them to") as caught:
+        backend.load(make_spec(padded_pool_cnn_onnx(tmp_path / "cnn.onnx"), tmp_path / "work"))
+    assert caught.value.category == "compile" and "tensor.empty" in caught.value.message
+
+
 def test_several_inputs_and_outputs_keep_their_names(backend: IreeBackend, tmp_path: Path) -> None:
     path = multi_onnx(tmp_path / "multi.onnx")
     model = backend.load(make_spec(path, tmp_path / "work"))
@@ -162,17 +202,58 @@ def test_several_inputs_and_outputs_keep_their_names(backend: IreeBackend, tmp_p
     assert model.details["dynamic_dims"] == "none"
 
 
+def conv_only_onnx(path: Path) -> Path:
+    """One 3x3 convolution + Relu at batch 1: IREE folds the unit batch and rewrites it channels-last, leaving a
+    generic op that its contraction demotion does not touch."""
+    weight = numpy_helper.from_array((RNG.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
+        "conv_only", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], [weight])
+    return save_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+@pytest.fixture(scope="module")
+def conv_fp32(backend: IreeBackend, tmp_path_factory: pytest.TempPathFactory):
+    """The Conv + MatMul model compiled as fp32: the reference the demoted variants must differ from."""
+    tmp = tmp_path_factory.mktemp("conv")
+    path = conv_onnx(tmp / "conv.onnx", opset=17)
+    return path, backend.load(make_spec(path, tmp / "work"))
+
+
 @pytest.mark.parametrize("precision,tolerance", [("fp16", 1e-2), ("bf16", 3e-2)])
-def test_demoted_contractions_stay_within_tolerance(backend: IreeBackend, tmp_path: Path, precision: str,
+def test_demoted_contractions_stay_within_tolerance(backend: IreeBackend, conv_fp32, tmp_path: Path, precision: str,
                                                     tolerance: float) -> None:
-    path = conv_onnx(tmp_path / "conv.onnx", opset=17)
+    path, fp32 = conv_fp32
     model = backend.load(make_spec(path, tmp_path / "work", precision))
     assert [(t.dtype) for t in model.inputs + model.outputs] == ["float32", "float32"]  # f32 I/O
     x = RNG.standard_normal((2, 3, 8, 8)).astype(np.float32)
     got, want = model.run({"x": x})["y"], ort_outputs(path, {"x": x})["y"]
-    assert 0 < relative_error(got, want) < tolerance  # not 0: the demotion really happened
+    assert relative_error(got, want) < tolerance
+    # The label is true: the program differs from IREE's own fp32 one, by more than fp32 rounding would.
+    assert relative_error(got, fp32.run({"x": x})["y"]) > 1e-5
     kind = "f16" if precision == "fp16" else "bf16"
     assert f"--iree-global-opt-demote-contraction-inputs-type={kind}" in model.details["compile_flags"]
+    assert model.details["demotion_check"].endswith(f"of {kind} in the program after global-optimization")
+    assert int(model.details["demotion_check"].split()[0]) > 0
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_demotion_that_changes_nothing_is_unavailable(backend: IreeBackend, tmp_path: Path, precision: str) -> None:
+    path = conv_only_onnx(tmp_path / "conv_only.onnx")
+    with pytest.raises(CandidateError, match="changed nothing for this model") as caught:
+        backend.load(make_spec(path, tmp_path / "work", precision))
+    assert caught.value.category == "unavailable"
+    assert "would run as fp32" in caught.value.message
+
+
+def test_demoted_type_is_told_apart_from_longer_names() -> None:
+    ir = ('%0 = arith.truncf %in : f32 to f16\n%1 = tensor.empty() : tensor<4x8xbf16>, tensor<?xf16>\n'
+          '#target = {cpu_features = "+f16c,+avx512fp16,+amx-bf16"}\n%2 : !torch.vtensor<[1,4],f16>')
+    # truncf's result, tensor<?xf16> and the torch tensor; not bf16, +f16c or +avx512fp16
+    assert type_mentions(ir, "f16") == 3
+    assert type_mentions(ir, "bf16") == 1  # the tensor; not the +amx-bf16 feature
+    assert demotion_applied("", ir, "bf16") and not demotion_applied(ir, ir, "f16")
 
 
 def test_saved_vmfb_reloads_without_compiling(backend: IreeBackend, mlp_compiled, tmp_path: Path) -> None:

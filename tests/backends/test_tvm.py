@@ -12,6 +12,7 @@ import pytest
 
 import tvm  # noqa: E402,F401  installed by scripts/setup.sh (the "all" extra): a missing TVM fails, not skips
 
+import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
@@ -106,6 +107,41 @@ def test_fp32_default_matches_onnxruntime(backend: TvmBackend, tmp_path: Path, m
     np.testing.assert_allclose(loaded.run({"x": x})["y"], ort_outputs(path, {"x": x})[0], rtol=1e-4, atol=1e-4)
     assert loaded.details["tuning"] == "none" and loaded.details["threads"] == "1"
     assert '"kind":"llvm"' in loaded.details["target"]
+
+
+# The real architectures the onnx package ships (opset 9 and older, IR 3: every weight is also a graph input, and
+# squeezenet's weights are made by ConstantOfShape from initializers). The costliest on 2 cores are marked slow.
+ONNX_LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+SLOW_LIGHT_MODELS = {"vgg19", "densenet121", "inception_v2"}
+LIGHT_MODELS = [pytest.param(name, marks=[pytest.mark.slow] if name in SLOW_LIGHT_MODELS else [])
+                for name in ("squeezenet", "bvlc_alexnet", "zfnet512", "shufflenet", "resnet50", "inception_v1",
+                             "inception_v2", "densenet121", "vgg19")]
+
+
+def with_logits_output(source: Path, target: Path) -> Path:
+    """The model with the input of its final Softmax as a second output. Their weights are constants, so every class
+    gets the same logit and the softmax is uniform whatever the layers computed; the logits themselves are not."""
+    model = onnx.load(str(source))
+    last = model.graph.node[-1]
+    if last.op_type == "Softmax":
+        model.graph.output.append(helper.make_tensor_value_info(last.input[0], TensorProto.FLOAT, None))
+    onnx.save(model, str(target))
+    return target
+
+
+@pytest.mark.parametrize("name", LIGHT_MODELS)
+def test_real_onnx_architectures_compile_and_match_onnxruntime(backend: TvmBackend, tmp_path: Path,
+                                                              name: str) -> None:
+    path = with_logits_output(ONNX_LIGHT_DIR / f"light_{name}.onnx", tmp_path / f"{name}.onnx")
+    loaded = backend.load(make_spec(path, tmp_path / "work"))
+    (x_info,) = loaded.inputs  # the weights listed as inputs are not the model's inputs
+    assert x_info.shape == (1, 3, 224, 224) and x_info.dtype == "float32"
+    x = RNG.standard_normal(x_info.shape).astype(np.float32)
+    got = list(loaded.run({x_info.name: x}).values())
+    want = ort_outputs(path, {x_info.name: x})
+    assert [g.shape for g in got] == [w.shape for w in want]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(w).max())))
 
 
 def test_symbolic_batch_dim_runs_any_batch(backend: TvmBackend, tmp_path: Path) -> None:

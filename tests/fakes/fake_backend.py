@@ -79,6 +79,8 @@ class FakeBackend(Backend):
 
     def probe(self) -> Availability:
         _crash_at_start()
+        # SPEEDSTER_FAKE_START_DELAY_S: a runner as slow to start as one importing a large library.
+        time.sleep(float(os.environ.get("SPEEDSTER_FAKE_START_DELAY_S", "0")))
         variants = [v for v in os.environ.get("SPEEDSTER_FAKE_VARIANTS", "ok").split(",") if v]
         offers = tuple(Offer("fp32", v, ("cpu",), ("onnx",), f"fake: {v}") for v in variants)
         return Availability(available=True, versions={"fake": "1"}, devices=("cpu",), offers=offers)

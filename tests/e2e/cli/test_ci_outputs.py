@@ -35,7 +35,9 @@ def reports(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_compare_passes_a_pair_that_differs_within_the_noise(reports):
-    result = cli("compare", reports["mid"], reports["mid_again"], "--max-regression", "0.25")
+    """The same model run twice. The threshold is the allowance for what two runs differ by beyond their own
+    noise: on a shared 2-core machine where other jobs start and stop between the runs, that was up to 41% here."""
+    result = cli("compare", reports["mid"], reports["mid_again"], "--max-regression", "0.6")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "winner: onnxruntime/fp32 -> onnxruntime/fp32" in result.stdout and "OK: " in result.stdout
 
@@ -83,7 +85,7 @@ def test_a_slowdown_past_the_threshold_but_within_the_noise_passes():
 
 
 def test_junit_and_markdown_summary_of_a_run_with_failures(tmp_path, fake_backend_env):
-    """One candidate wins, one fails its accuracy check (a failure), one backend is unavailable (a skip)."""
+    """One candidate wins, one fails its accuracy check (a failure), one backend is not applicable on a CPU (a skip)."""
     xmlschema = pytest.importorskip("xmlschema", reason="xmlschema is a test dependency (pip install -e .[dev])")
     fake_backend_env("ok", "wrong")
     model = mlp_onnx(tmp_path / "mlp.onnx")

@@ -68,7 +68,7 @@ def test_a_real_run_prints_within_columns_100(tmp_path, fake_backend_env):
                  env=env)
     assert result.returncode == 0, result.stderr
     assert max(len(line) for line in result.stdout.splitlines()) <= 100, result.stdout
-    assert "[1] fake/" in result.stdout and "unavailable: tensorrt" in result.stdout
+    assert "[1] fake/" in result.stdout and "not applicable: tensorrt: serves cuda only, not cpu" in result.stdout
     # the shapes measured are on record, and a batch size nobody chose is said
     assert "input x: its symbolic batch dimension is set to 1" in result.stderr
     assert json.loads(report.read_text())["source"]["benchmarked_shapes"] == {"x": [1, 256]}
