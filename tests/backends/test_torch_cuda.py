@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from orchestrator import zoo  # noqa: E402
 from runners.backends.base import LoadSpec  # noqa: E402
